@@ -1,0 +1,122 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flightcache/flightcache/core"
+)
+
+// BenchmarkStampede measures one herd per iteration: 4 caches (separate
+// Redis clients, as separate processes) x 100 callers on a cold key, origin
+// 50 ms. It reports origin calls per herd and how long callers waited after
+// the origin returned (wake-up: commit, notification, read), comparing
+// pub/sub wake-ups with polling alone.
+func BenchmarkStampede(b *testing.B) {
+	addr := realRedisAddr(b)
+	for _, mode := range []struct {
+		name string
+		wrap func(core.Store) core.Store
+	}{
+		{"pubsub", func(s core.Store) core.Store { return s }},
+		{"polling", func(s core.Store) core.Store { return noWakeStore{s} }},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			const procs, callers, originDelay = 4, 100, 50 * time.Millisecond
+			ns := namespace(b)
+			cs := make([]*core.Cache, procs)
+			for i := range cs {
+				s := core.NewRedisStore(newClient(b, addr))
+				b.Cleanup(func() { s.Close() })
+				cs[i] = core.New(mode.wrap(s), ns)
+				warm(b, cs[i], fmt.Sprintf("warm-%d", i)) // dial pool connections and the subscription
+			}
+			var lags []time.Duration
+			var calls int
+			for i := 0; b.Loop(); i++ {
+				key := fmt.Sprintf("herd-%d", i)
+				var originEnd time.Time
+				var mu sync.Mutex
+				fetch := func(context.Context) ([]byte, time.Duration, error) {
+					time.Sleep(originDelay)
+					mu.Lock()
+					calls++
+					originEnd = time.Now()
+					mu.Unlock()
+					return []byte(key), 0, nil
+				}
+				done := make([]time.Time, procs*callers)
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				for j := range done {
+					wg.Go(func() {
+						<-start
+						if _, err := cs[j%procs].Do(context.Background(), key, fetch); err != nil {
+							b.Error(err)
+						}
+						done[j] = time.Now()
+					})
+				}
+				close(start)
+				wg.Wait()
+				for _, d := range done {
+					lags = append(lags, d.Sub(originEnd))
+				}
+			}
+			slices.Sort(lags)
+			b.ReportMetric(float64(calls)/float64(b.N), "origin-calls/op")
+			b.ReportMetric(ms(lags[len(lags)/2]), "wake-p50-ms")
+			b.ReportMetric(ms(lags[len(lags)*99/100]), "wake-p99-ms")
+		})
+	}
+}
+
+func warm(b *testing.B, c *core.Cache, key string) {
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			c.Do(context.Background(), key, func(context.Context) ([]byte, time.Duration, error) {
+				time.Sleep(10 * time.Millisecond)
+				return []byte("warm"), 0, nil
+			})
+		})
+	}
+	wg.Wait()
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkHit compares a cache hit with its floor, one raw GET of the same
+// stored bytes, on real Redis.
+func BenchmarkHit(b *testing.B) {
+	addr := realRedisAddr(b)
+	rdb := newClient(b, addr)
+	store := core.NewRedisStore(rdb)
+	b.Cleanup(func() { store.Close() })
+	spy := &keySpy{Store: store}
+	c := core.New(spy, namespace(b))
+	body := make([]byte, 2048)
+	ctx := context.Background()
+	c.Do(ctx, "hot", func(context.Context) ([]byte, time.Duration, error) { return body, time.Hour, nil })
+	key := spy.keys[0]
+	b.Run("raw-get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rdb.Get(ctx, key).Bytes(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("do-hit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Do(ctx, "hot", nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,235 @@
+// Package cachetest holds conformance suites for flightcache stores, run
+// like testing/fstest: a store implementation calls [TestStore] from its
+// own tests.
+package cachetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flightcache/flightcache/core"
+)
+
+// Harness describes the store under test.
+type Harness struct {
+	// New returns a store for one subtest. Stores returned by New share
+	// their data, like two processes on one Redis: the suite checks that
+	// SetNX, locks and notifications work across them.
+	New func(t *testing.T) core.Store
+	// Advance moves the store's clock forward by d: time.Sleep for a real
+	// clock, FastForward for miniredis.
+	Advance func(d time.Duration)
+}
+
+// TestStore checks that the stores made by h behave as [core.Store]
+// requires.
+func TestStore(t *testing.T, h Harness) {
+	t.Run("GetMissing", func(t *testing.T) {
+		s := h.New(t)
+		if _, err := s.Get(ctx(t), uniqueKey()); !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("Get(missing) error = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("SetNXFirstWins", func(t *testing.T) {
+		a, b := h.New(t), h.New(t)
+		k := uniqueKey()
+		got, won, err := a.SetNX(ctx(t), k, []byte("first"), time.Minute)
+		if err != nil || !won || string(got) != "first" {
+			t.Fatalf("first SetNX = (%q, %v, %v), want (first, true, nil)", got, won, err)
+		}
+		got, won, err = b.SetNX(ctx(t), k, []byte("second"), time.Minute)
+		if err != nil || won || string(got) != "first" {
+			t.Fatalf("second SetNX = (%q, %v, %v), want (first, false, nil)", got, won, err)
+		}
+		if v, err := b.Get(ctx(t), k); err != nil || string(v) != "first" {
+			t.Errorf("Get after SetNX = (%q, %v), want first", v, err)
+		}
+	})
+
+	t.Run("SetNXConcurrentOneWinner", func(t *testing.T) {
+		stores := []core.Store{h.New(t), h.New(t), h.New(t)}
+		k := uniqueKey()
+		const n = 60
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		got := make([][]byte, n)
+		wins := make([]bool, n)
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				got[i], wins[i], errs[i] = stores[i%len(stores)].SetNX(context.Background(), k, []byte{byte(i)}, time.Minute)
+			})
+		}
+		close(start)
+		wg.Wait()
+		winners := 0
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("SetNX #%d error: %v", i, errs[i])
+			}
+			if wins[i] {
+				winners++
+			}
+			if !bytes.Equal(got[i], got[0]) {
+				t.Errorf("SetNX #%d returned %x, #0 returned %x: callers disagree", i, got[i], got[0])
+			}
+		}
+		if winners != 1 {
+			t.Errorf("%d SetNX calls won, want exactly 1", winners)
+		}
+	})
+
+	t.Run("TTL", func(t *testing.T) {
+		s := h.New(t)
+		k := uniqueKey()
+		if _, _, err := s.SetNX(ctx(t), k, []byte("v"), 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		h.Advance(400 * time.Millisecond)
+		if _, err := s.Get(ctx(t), k); !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("Get after TTL error = %v, want ErrNotFound", err)
+		}
+		if _, won, err := s.SetNX(ctx(t), k, []byte("again"), time.Minute); err != nil || !won {
+			t.Errorf("SetNX after TTL = (won %v, %v), want a win", won, err)
+		}
+	})
+
+	t.Run("Replace", func(t *testing.T) {
+		s := h.New(t)
+		k := uniqueKey()
+		if ok, err := s.Replace(ctx(t), k, []byte("x"), []byte("y"), time.Minute); err != nil || ok {
+			t.Errorf("Replace(missing) = (%v, %v), want (false, nil)", ok, err)
+		}
+		if _, _, err := s.SetNX(ctx(t), k, []byte("old"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Replace(ctx(t), k, []byte("other"), []byte("new"), time.Minute); err != nil || ok {
+			t.Errorf("Replace(mismatch) = (%v, %v), want (false, nil)", ok, err)
+		}
+		if ok, err := s.Replace(ctx(t), k, []byte("old"), []byte("new"), time.Minute); err != nil || !ok {
+			t.Errorf("Replace(match) = (%v, %v), want (true, nil)", ok, err)
+		}
+		if v, _ := s.Get(ctx(t), k); string(v) != "new" {
+			t.Errorf("Get after Replace = %q, want new", v)
+		}
+	})
+
+	t.Run("Delete", func(t *testing.T) {
+		s := h.New(t)
+		k := uniqueKey()
+		if err := s.Delete(ctx(t), k); err != nil {
+			t.Errorf("Delete(missing) error: %v", err)
+		}
+		s.SetNX(ctx(t), k, []byte("v"), time.Minute)
+		if err := s.Delete(ctx(t), k); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get(ctx(t), k); !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("Get after Delete error = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("Lock", func(t *testing.T) {
+		a, b := h.New(t), h.New(t)
+		k := uniqueKey()
+		la, lb := a.NewLock(k, time.Minute), b.NewLock(k, time.Minute)
+		if err := la.TryLock(ctx(t)); err != nil {
+			t.Fatalf("TryLock on a free lock: %v", err)
+		}
+		if err := lb.TryLock(ctx(t)); !errors.Is(err, core.ErrLockHeld) {
+			t.Fatalf("TryLock on a held lock error = %v, want ErrLockHeld", err)
+		}
+		if err := la.Extend(ctx(t)); err != nil {
+			t.Errorf("Extend by the holder: %v", err)
+		}
+		if err := la.Unlock(ctx(t)); err != nil {
+			t.Fatalf("Unlock by the holder: %v", err)
+		}
+		if err := lb.TryLock(ctx(t)); err != nil {
+			t.Fatalf("TryLock after Unlock: %v", err)
+		}
+		if err := la.Unlock(ctx(t)); err == nil {
+			t.Error("Unlock by a former holder succeeded; it must not release another's lock")
+		}
+		if err := lb.Unlock(ctx(t)); err != nil {
+			t.Errorf("Unlock: %v", err)
+		}
+	})
+
+	t.Run("LockExpires", func(t *testing.T) {
+		a, b := h.New(t), h.New(t)
+		k := uniqueKey()
+		la, lb := a.NewLock(k, 200*time.Millisecond), b.NewLock(k, time.Minute)
+		if err := la.TryLock(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		h.Advance(400 * time.Millisecond)
+		if err := lb.TryLock(ctx(t)); err != nil {
+			t.Fatalf("TryLock after the holder's expiry: %v", err)
+		}
+		if err := la.Extend(ctx(t)); err == nil {
+			t.Error("Extend of an expired, taken-over lock succeeded")
+		}
+		lb.Unlock(ctx(t))
+	})
+
+	t.Run("Notify", func(t *testing.T) {
+		a, b := h.New(t), h.New(t)
+		k, other := uniqueKey(), uniqueKey()
+		ch, cancel, err := a.Subscribe(ctx(t), k)
+		if err != nil {
+			t.Fatalf("Subscribe: %v", err)
+		}
+		defer cancel()
+		chOther, cancelOther, err := a.Subscribe(ctx(t), other)
+		if err != nil {
+			t.Fatalf("Subscribe: %v", err)
+		}
+		defer cancelOther()
+
+		if _, _, err := b.SetNX(ctx(t), k, []byte("v"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		waitWoken(t, ch, "SetNX in another store")
+		if err := b.Notify(ctx(t), k); err != nil {
+			t.Fatal(err)
+		}
+		waitWoken(t, ch, "Notify in another store")
+		select {
+		case <-chOther:
+			t.Error("a subscriber of another key was woken")
+		default:
+		}
+	})
+}
+
+func waitWoken(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("subscriber not woken within 5s after %s", what)
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// uniqueKey returns a key shaped like the cache's, unique to this run, so
+// suites can share one Redis with other tests running at the same time.
+func uniqueKey() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "cachetest:{" + hex.EncodeToString(b) + "}"
+}

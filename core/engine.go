@@ -1,0 +1,387 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
+)
+
+// NoStore, returned as the TTL by a fetch function, means the value is for
+// the caller whose fetch produced it alone: it is neither stored nor handed
+// to other callers waiting on the same fill, each of which runs its own
+// fetch instead.
+const NoStore time.Duration = -1
+
+// Cache fills values once across every process that shares its [Store].
+// Create it with [New]; the zero value is not usable. A Cache is safe for
+// concurrent use.
+type Cache struct {
+	store  Store
+	cfg    config
+	flight singleflight.Group
+	stats  Stats
+}
+
+// Stats counts what a [Cache] did. Every field is updated atomically and
+// may be read at any time.
+type Stats struct {
+	Hits        atomic.Int64 // lookups answered from the store
+	Misses      atomic.Int64 // lookups that found nothing
+	Fetches     atomic.Int64 // runs of a fetch function (origin calls) in this process
+	Collapsed   atomic.Int64 // callers served by another caller's fill in this process
+	Waited      atomic.Int64 // fills answered by another process's commit
+	Commits     atomic.Int64 // values this process stored
+	LostCommits atomic.Int64 // commits that found another process's value in place
+	Errors      atomic.Int64 // store, lock and decode errors absorbed (failing open)
+}
+
+// New returns a Cache that fills through store. It does no I/O and panics
+// if store is nil or an option is invalid.
+func New(store Store, opts ...Option) *Cache {
+	if store == nil {
+		panic("flightcache: New: nil Store")
+	}
+	c := &Cache{store: store, cfg: defaultConfig()}
+	for _, o := range opts {
+		o.apply(&c.cfg)
+	}
+	return c
+}
+
+// Stats returns the cache's live counters.
+func (c *Cache) Stats() *Stats { return &c.stats }
+
+// Do returns the value for key. On a miss it calls fetch, at most once at a
+// time for key across every process sharing the store, and stores the
+// result with SET NX, so that every caller everywhere gets the value of the
+// first commit. fetch returns the value and how long it stays fresh: 0
+// means the cache's [TTL], [NoStore] means "this caller only".
+//
+// fetch runs on a context detached from ctx, bounded by
+// [WithFetchTimeout]: a caller whose ctx ends stops waiting (Do returns an
+// error wrapping ctx.Err()) without cancelling the fill for others. An
+// error from fetch is returned to every caller of that fill and nothing is
+// stored; a panic in fetch is re-raised in every caller.
+//
+// Store failures never fail Do: it falls back to calling fetch and returns
+// the value uncached, reporting the failure to the [Observer]. The returned
+// slice may be shared with other callers and must not be modified.
+func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
+	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), fetch)
+	return r.value, err
+}
+
+// result is one caller's answer.
+type result struct {
+	value    []byte
+	storedAt time.Time     // when the value was committed; zero if it is not stored
+	ttl      time.Duration // freshness lifetime
+	shared   bool          // other callers may be served this value
+}
+
+type fetchFunc = func(ctx context.Context) ([]byte, time.Duration, error)
+
+// load is the fill flow: lookup, then lead (singleflight), then lock,
+// recheck, fetch, commit and notify, or wait for another process's fill.
+func (c *Cache) load(ctx context.Context, key string, fetch fetchFunc) (result, error) {
+	if r, ok := c.lookup(ctx, key); ok {
+		c.stats.Hits.Add(1)
+		return r, nil
+	}
+	c.stats.Misses.Add(1)
+
+	// led is set only by the closure of the caller whose closure
+	// singleflight runs, so it tells the leader from the waiters.
+	var led bool
+	ch := c.flight.DoChan(key, func() (any, error) {
+		led = true
+		return c.lead(ctx, key, fetch)
+	})
+	select {
+	case res := <-ch:
+		var p *panicError
+		if errors.As(res.Err, &p) {
+			if p.value == http.ErrAbortHandler {
+				panic(p.value) // net/http treats this one value specially
+			}
+			panic(p)
+		}
+		if res.Err != nil {
+			return result{}, res.Err
+		}
+		r := res.Val.(result)
+		if led {
+			return r, nil
+		}
+		if !r.shared {
+			return c.fetchAlone(ctx, fetch)
+		}
+		c.stats.Collapsed.Add(1)
+		return r, nil
+	case <-ctx.Done():
+		return result{}, fmt.Errorf("flightcache: wait for %s: %w", key, ctx.Err())
+	}
+}
+
+// lead runs one fill for this process.
+func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc) (result, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.fetchTimeout)
+	defer cancel()
+	if c.cfg.noLock {
+		// Look again: a fill of this process that ended after our
+		// lookup, but before this one started, has already stored it.
+		if r, ok := c.lookup(ctx, key); ok {
+			return r, nil
+		}
+		return c.fetch(ctx, key, fetch, nil)
+	}
+	lock := c.store.NewLock(key, c.cfg.lockExpiry)
+	switch err := c.lock(ctx, key, lock); {
+	case err == nil:
+		return c.fillLocked(ctx, key, fetch, lock)
+	case errors.Is(err, ErrLockHeld):
+		return c.wait(ctx, key, fetch, lock)
+	default:
+		// The store is unreachable (already reported): fail open.
+		return c.fetch(ctx, key, fetch, nil)
+	}
+}
+
+// fillLocked fills key while holding its lock.
+func (c *Cache) fillLocked(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+	// Look again. Our lookup missed before we held the lock; in between,
+	// another process may have taken the lock, committed and released it.
+	// Without this recheck that interleaving calls the origin twice.
+	if r, ok := c.lookup(ctx, key); ok {
+		c.unlock(ctx, key, lock)
+		c.stats.Waited.Add(1)
+		return r, nil
+	}
+	r, err := c.fetch(ctx, key, fetch, lock)
+	c.unlock(ctx, key, lock)
+	if err != nil || r.storedAt.IsZero() {
+		// Nothing was committed, so no commit notification went out: wake
+		// the other processes' waiters now so that one of them takes the
+		// lock, rather than leaving them to their next poll.
+		c.notify(ctx, key)
+	}
+	return r, err
+}
+
+// wait waits for another process's fill of key: until the value appears,
+// the lock frees up (the filler failed or died; then this process fills),
+// or the wait timeout passes (then it fetches unlocked and lets SET NX
+// decide).
+func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	woken, unsubscribe, err := c.store.Subscribe(sctx, key)
+	cancel()
+	if err != nil {
+		c.report(ctx, "subscribe", key, err)
+		woken = nil // poll only
+	} else {
+		defer unsubscribe()
+	}
+	deadline := time.NewTimer(c.cfg.waitTimeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(c.cfg.pollInterval)
+	defer poll.Stop()
+	for {
+		// Subscribed first, then look: a commit that landed between our
+		// failed TryLock and Subscribe is found here, and one after it
+		// wakes us. The same goes for a filler that gave up and unlocked.
+		if r, ok := c.lookup(ctx, key); ok {
+			c.stats.Waited.Add(1)
+			return r, nil
+		}
+		switch err := c.lock(ctx, key, lock); {
+		case err == nil:
+			return c.fillLocked(ctx, key, fetch, lock)
+		case !errors.Is(err, ErrLockHeld):
+			return c.fetch(ctx, key, fetch, nil)
+		}
+		select {
+		case <-woken:
+		case <-poll.C:
+		case <-deadline.C:
+			return c.fetch(ctx, key, fetch, nil)
+		case <-ctx.Done():
+			return result{}, fmt.Errorf("flightcache: wait for fill of %s: %w", key, ctx.Err())
+		}
+	}
+}
+
+// fetch calls the fetch function, keeping lock (if any) extended while it
+// runs, and commits the value.
+func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+	stop := c.keepLocked(ctx, key, lock)
+	value, ttl, err := c.call(ctx, fetch)
+	stop()
+	if err != nil {
+		return result{}, err
+	}
+	if ttl < 0 {
+		return result{value: value}, nil
+	}
+	if ttl == 0 {
+		ttl = c.cfg.policy.ttl
+	}
+	return c.commit(ctx, key, value, ttl), nil
+}
+
+// call runs fetch once, turning a panic into a *panicError for every caller.
+func (c *Cache) call(ctx context.Context, fetch fetchFunc) (value []byte, ttl time.Duration, err error) {
+	c.stats.Fetches.Add(1)
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{value: v, stack: debug.Stack()}
+		}
+	}()
+	return fetch(ctx)
+}
+
+// fetchAlone serves a caller whose in-process leader got a value it may not
+// share: the caller fetches for itself, on its own context, and stores
+// nothing.
+func (c *Cache) fetchAlone(ctx context.Context, fetch fetchFunc) (result, error) {
+	c.stats.Fetches.Add(1)
+	value, _, err := fetch(ctx)
+	return result{value: value}, err
+}
+
+// commit stores value with SET NX. The first commit wins: on a lost race
+// it returns the stored value instead of ours, so that every process
+// serves the same bytes. A store failure leaves the value uncached.
+func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl time.Duration) result {
+	now := time.UnixMilli(time.Now().UnixMilli()) // the precision stored
+	mine := result{value: value, storedAt: now, ttl: ttl, shared: true}
+	enc := entry.Encode(now, ttl, value)
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	stored, won, err := c.store.SetNX(sctx, key, enc, ttl)
+	if err != nil {
+		c.report(ctx, "commit", key, err)
+		mine.storedAt = time.Time{}
+		return mine
+	}
+	if won {
+		c.stats.Commits.Add(1)
+		return mine
+	}
+	c.stats.LostCommits.Add(1)
+	e, err := entry.Decode(stored)
+	if err == nil {
+		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}
+	}
+	// The key holds something we cannot read (corrupt or foreign). Replace
+	// it, unless someone changed it meanwhile; then serve our own value.
+	c.report(ctx, "decode", key, err)
+	ok, err := c.store.Replace(sctx, key, stored, enc, ttl)
+	if err != nil {
+		c.report(ctx, "replace", key, err)
+	}
+	if !ok {
+		mine.storedAt = time.Time{}
+	}
+	return mine
+}
+
+// lookup reads and decodes key's entry; anything but a readable entry is a miss.
+func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	b, err := c.store.Get(sctx, key)
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			c.report(ctx, "get", key, err)
+		}
+		return result{}, false
+	}
+	e, err := entry.Decode(b)
+	if err != nil {
+		c.report(ctx, "decode", key, err)
+		return result{}, false
+	}
+	return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}, true
+}
+
+// lock tries key's lock once; a store failure is reported and returned.
+func (c *Cache) lock(ctx context.Context, key string, lock Lock) error {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	err := lock.TryLock(sctx)
+	if err != nil && !errors.Is(err, ErrLockHeld) {
+		c.report(ctx, "lock", key, err)
+	}
+	return err
+}
+
+func (c *Cache) unlock(ctx context.Context, key string, lock Lock) {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	if err := lock.Unlock(sctx); err != nil {
+		c.report(ctx, "unlock", key, err)
+	}
+}
+
+func (c *Cache) notify(ctx context.Context, key string) {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	if err := c.store.Notify(sctx, key); err != nil {
+		c.report(ctx, "notify", key, err)
+	}
+}
+
+// keepLocked extends lock every third of its expiry until stop is called.
+// A failed extension is reported and ends the extending, not the fetch:
+// the lock only saves origin calls, SET NX keeps the answer consistent.
+func (c *Cache) keepLocked(ctx context.Context, key string, lock Lock) (stop func()) {
+	if lock == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(c.cfg.lockExpiry / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+				err := lock.Extend(sctx)
+				cancel()
+				if err != nil {
+					c.report(ctx, "extend", key, err)
+					return
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// report hands an absorbed store error to the observer. Errors caused by
+// the caller's own context ending are not the store's fault and are dropped.
+func (c *Cache) report(ctx context.Context, op, key string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.stats.Errors.Add(1)
+	if c.cfg.observer != nil {
+		c.cfg.observer(&Error{Op: op, Key: key, Err: err})
+	}
+}

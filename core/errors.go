@@ -1,0 +1,34 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error describes a store, lock or decoding failure that the cache absorbed
+// while failing open. The cache hands it to the [Observer]; callers of
+// [Cache.Do] never see it. Use errors.As with a *Error target.
+type Error struct {
+	Op  string // "get", "commit", "replace", "lock", "extend", "unlock", "subscribe", "notify" or "decode"
+	Key string // the hashed store key, never the caller's raw key
+	Err error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("flightcache: %s %s: %v", e.Op, e.Key, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// panicError carries a fetch function's panic to every caller of the fill,
+// each of which re-panics with the original value.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string {
+	return fmt.Sprintf("flightcache: fetch panicked: %v\n\n%s", p.value, p.stack)
+}
+
+var errLockLost = errors.New("flightcache: lock expired or taken over")

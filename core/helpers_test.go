@@ -1,0 +1,160 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flightcache/flightcache/core"
+)
+
+// backend is one kind of shared store the engine suite runs against.
+type backend struct {
+	name string
+	// open returns a function making stores that share data, as separate
+	// processes on one Redis do, each with its own client; a function that
+	// moves the store's clock; and a raw client to inspect Redis (nil for
+	// the memory store).
+	open func(t *testing.T) (newStore func() core.Store, advance func(time.Duration), raw redis.UniversalClient)
+}
+
+var backends = []backend{
+	{"memory", openMemory},
+	{"miniredis", openMiniredis},
+	{"redis", openRealRedis},
+}
+
+func openMemory(t *testing.T) (func() core.Store, func(time.Duration), redis.UniversalClient) {
+	s := core.NewMemoryStore(0)
+	t.Cleanup(func() { s.Close() })
+	return func() core.Store { return s }, time.Sleep, nil
+}
+
+func openMiniredis(t *testing.T) (func() core.Store, func(time.Duration), redis.UniversalClient) {
+	mr := miniredis.RunT(t)
+	return redisStores(t, mr.Addr()), mr.FastForward, newClient(t, mr.Addr())
+}
+
+func openRealRedis(t *testing.T) (func() core.Store, func(time.Duration), redis.UniversalClient) {
+	addr := realRedisAddr(t)
+	return redisStores(t, addr), time.Sleep, newClient(t, addr)
+}
+
+// realRedisAddr returns the redis-server the test command started. Without
+// one the test fails: the README's test command always provides it, and
+// only go test -short may skip real-Redis tests.
+func realRedisAddr(t testing.TB) string {
+	t.Helper()
+	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
+	if addr == "" {
+		if testing.Short() {
+			t.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
+		}
+		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run the tests with ./scripts/test.sh, which starts redis-server, or use go test -short")
+	}
+	return addr
+}
+
+// redisStores returns a constructor of stores on addr, each with its own
+// client: separate "processes".
+func redisStores(t *testing.T, addr string) func() core.Store {
+	return func() core.Store {
+		s := core.NewRedisStore(newClient(t, addr))
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+}
+
+func newClient(t testing.TB, addr string) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                  addr,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialTimeout:           time.Second,
+	})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+var namespaceSeq atomic.Int64
+
+// namespace returns a namespace unique to this test run, so that tests
+// sharing one redis-server (other packages run at the same time) never see
+// each other's keys.
+func namespace(t testing.TB) core.Option {
+	return core.WithNamespace(fmt.Sprintf("t%d-%d-%d", os.Getpid(), time.Now().UnixNano(), namespaceSeq.Add(1)))
+}
+
+// redisServer is a redis-server process this test started and may stop.
+type redisServer struct {
+	t    testing.TB
+	port int
+	cmd  *exec.Cmd
+}
+
+// startRedisServer starts a private redis-server on a free loopback port.
+// The test command installs redis-server; without it the test fails.
+func startRedisServer(t testing.TB) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if testing.Short() {
+			t.Skip("redis-server not installed; skipped in -short mode")
+		}
+		t.Fatal("redis-server not found in PATH: run the tests with ./scripts/test.sh, which installs it")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &redisServer{t: t, port: port}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// Start runs the server and waits until it answers PING.
+func (s *redisServer) Start() {
+	s.t.Helper()
+	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	for range 200 {
+		if rdb.Ping(context.Background()).Err() == nil {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server on %s did not answer PING within 5s", s.Addr())
+}
+
+// Stop kills the server this test started (by its PID) and waits for it.
+func (s *redisServer) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+}
+
+func sanitize(name string) string {
+	return strings.NewReplacer("/", "-", " ", "-").Replace(name)
+}

@@ -1,0 +1,105 @@
+// Package entry is the versioned binary encoding of a stored cache entry.
+//
+// Layout of version 1 (all integers big-endian):
+//
+//	offset size  field
+//	0      2     magic "FC"
+//	2      1     version (1)
+//	3      1     kind (0 = value)
+//	4      8     stored at, Unix milliseconds
+//	12     8     freshness lifetime, milliseconds
+//	20     4     value length n
+//	24     4     CRC-32C of the value
+//	28     n     value
+//
+// The stored time and lifetime let a reader compute Age and, later, serve
+// stale entries without a format break. Anything else at a key — another
+// program's value, a truncated write, a flipped bit, a newer version this
+// code does not know — decodes to an error, which the cache treats as a miss.
+package entry
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+)
+
+// Version is the encoding version this package writes.
+const Version = 1
+
+// KindValue marks an entry that holds a cached value.
+const KindValue = 0
+
+const headerSize = 28
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors returned by Decode. Callers treat all of them as a miss.
+var (
+	ErrForeign   = errors.New("not a flightcache entry")
+	ErrVersion   = errors.New("unknown entry version")
+	ErrTruncated = errors.New("truncated entry")
+	ErrChecksum  = errors.New("entry checksum mismatch")
+)
+
+// Entry is one decoded cache entry.
+type Entry struct {
+	Kind     byte
+	StoredAt time.Time     // millisecond precision
+	TTL      time.Duration // freshness lifetime, millisecond precision
+	Value    []byte        // aliases the encoded bytes
+}
+
+// Expires reports when the entry stops being fresh.
+func (e Entry) Expires() time.Time { return e.StoredAt.Add(e.TTL) }
+
+// Encode returns the version-1 encoding of a value stored at storedAt and
+// fresh for ttl.
+func Encode(storedAt time.Time, ttl time.Duration, value []byte) []byte {
+	b := make([]byte, headerSize+len(value))
+	b[0], b[1], b[2], b[3] = 'F', 'C', Version, KindValue
+	binary.BigEndian.PutUint64(b[4:], uint64(storedAt.UnixMilli()))
+	binary.BigEndian.PutUint64(b[12:], uint64(ttl.Milliseconds()))
+	binary.BigEndian.PutUint32(b[20:], uint32(len(value)))
+	binary.BigEndian.PutUint32(b[24:], crc32.Checksum(value, castagnoli))
+	copy(b[headerSize:], value)
+	return b
+}
+
+// Decode parses an encoded entry. The returned Value aliases b.
+func Decode(b []byte) (Entry, error) {
+	if len(b) < 3 || b[0] != 'F' || b[1] != 'C' {
+		return Entry{}, ErrForeign
+	}
+	if b[2] != Version {
+		return Entry{}, fmt.Errorf("%w %d", ErrVersion, b[2])
+	}
+	if len(b) < headerSize {
+		return Entry{}, ErrTruncated
+	}
+	kind := b[3]
+	if kind != KindValue {
+		return Entry{}, fmt.Errorf("%w: kind %d", ErrVersion, kind)
+	}
+	stored := int64(binary.BigEndian.Uint64(b[4:]))
+	ttl := int64(binary.BigEndian.Uint64(b[12:]))
+	n := binary.BigEndian.Uint32(b[20:])
+	if uint64(len(b)-headerSize) != uint64(n) {
+		return Entry{}, ErrTruncated
+	}
+	if ttl < 0 || ttl > int64(time.Duration(1<<62)/time.Millisecond) {
+		return Entry{}, fmt.Errorf("%w: lifetime out of range", ErrForeign)
+	}
+	value := b[headerSize:]
+	if crc32.Checksum(value, castagnoli) != binary.BigEndian.Uint32(b[24:]) {
+		return Entry{}, ErrChecksum
+	}
+	return Entry{
+		Kind:     kind,
+		StoredAt: time.UnixMilli(stored),
+		TTL:      time.Duration(ttl) * time.Millisecond,
+		Value:    value,
+	}, nil
+}

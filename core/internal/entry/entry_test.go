@@ -1,0 +1,70 @@
+package entry
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestRoundTrip(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_123)
+	for _, v := range [][]byte{nil, {}, []byte("hello"), bytes.Repeat([]byte{0xff}, 70000)} {
+		e, err := Decode(Encode(at, 90*time.Second, v))
+		if err != nil {
+			t.Fatalf("Decode(Encode(%d bytes)) error: %v", len(v), err)
+		}
+		if !e.StoredAt.Equal(at) || e.TTL != 90*time.Second || !bytes.Equal(e.Value, v) {
+			t.Errorf("round trip = (%v, %v, %d bytes), want (%v, 90s, %d bytes)", e.StoredAt, e.TTL, len(e.Value), at, len(v))
+		}
+		if want := at.Add(90 * time.Second); !e.Expires().Equal(want) {
+			t.Errorf("Expires() = %v, want %v", e.Expires(), want)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good := Encode(time.UnixMilli(1), time.Minute, []byte("payload"))
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)-1] ^= 1
+	future := bytes.Clone(good)
+	future[2] = 9
+	tests := []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"empty", nil, ErrForeign},
+		{"foreign", []byte(`{"json":true}`), ErrForeign},
+		{"header only", good[:10], ErrTruncated},
+		{"short value", good[:len(good)-1], ErrTruncated},
+		{"long value", append(bytes.Clone(good), 'x'), ErrTruncated},
+		{"bit flip", flipped, ErrChecksum},
+		{"newer version", future, ErrVersion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Decode(tt.in); !errors.Is(err, tt.want) {
+				t.Errorf("Decode() error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzDecodeEntry(f *testing.F) {
+	f.Add(Encode(time.UnixMilli(42), time.Second, []byte("value")))
+	f.Add(Encode(time.Now(), time.Hour, nil))
+	f.Add([]byte("FC"))
+	f.Add([]byte("FC\x01\x00truncated"))
+	f.Add([]byte("not ours at all"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := Decode(b)
+		if err != nil {
+			return
+		}
+		// Anything that decodes must re-encode to the same bytes.
+		if again := Encode(e.StoredAt, e.TTL, e.Value); !bytes.Equal(again, b) {
+			t.Fatalf("Encode(Decode(%x)) = %x", b, again)
+		}
+	})
+}

@@ -1,0 +1,63 @@
+// Package wake fans one process's fill notifications out to the goroutines
+// waiting on each key.
+package wake
+
+import "sync"
+
+// Registry maps keys to the channels waiting on them. The zero value is
+// ready to use and safe for concurrent use. Its size is bounded by the
+// number of waits in progress: every Add is undone by the returned cancel.
+type Registry struct {
+	mu      sync.Mutex // guards waiters
+	waiters map[string]map[chan struct{}]struct{}
+}
+
+// Add registers interest in key. The returned channel (capacity 1) receives
+// a value each time Wake(key) is called while registered; cancel removes the
+// registration and must be called exactly once.
+func (r *Registry) Add(key string) (ch <-chan struct{}, cancel func()) {
+	c := make(chan struct{}, 1)
+	r.mu.Lock()
+	if r.waiters == nil {
+		r.waiters = make(map[string]map[chan struct{}]struct{})
+	}
+	set := r.waiters[key]
+	if set == nil {
+		set = make(map[chan struct{}]struct{})
+		r.waiters[key] = set
+	}
+	set[c] = struct{}{}
+	r.mu.Unlock()
+	return c, func() {
+		r.mu.Lock()
+		// c's set is still the current one: a set leaves the map only
+		// when empty, and c is in it until now.
+		set := r.waiters[key]
+		delete(set, c)
+		if len(set) == 0 {
+			delete(r.waiters, key)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// Wake signals every channel registered for key without blocking: a waiter
+// that has not consumed its previous signal keeps just one.
+func (r *Registry) Wake(key string) {
+	r.mu.Lock()
+	for c := range r.waiters[key] {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+	r.mu.Unlock()
+}
+
+// Len reports how many keys have waiters; tests use it to check that
+// registrations do not leak.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.waiters)
+}

@@ -1,0 +1,169 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/flightcache/flightcache/core/internal/wake"
+)
+
+// MemoryStore is a [Store] for one process, with the same semantics as
+// [RedisStore]: SetNX keeps the first value, locks expire, and waiters are
+// notified. It suits a single instance, tests, and the embedded default.
+// Values live in a bounded otter cache: past its byte budget, the least
+// valuable entries are evicted before their TTL. Create it with
+// [NewMemoryStore] and call [MemoryStore.Close] when done; it is safe for
+// concurrent use.
+type MemoryStore struct {
+	values *otter.Cache[string, memValue]
+	wake   wake.Registry
+
+	mu    sync.Mutex // guards locks
+	locks map[string]memLockState
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+type memValue struct {
+	data []byte
+	ttl  time.Duration
+}
+
+type memLockState struct {
+	owner *memLock
+	until time.Time
+}
+
+// DefaultMemoryBytes is the byte budget of a [MemoryStore] created with 0.
+const DefaultMemoryBytes = 64 << 20
+
+// NewMemoryStore returns a store holding at most about maxBytes of keys
+// and values; 0 means [DefaultMemoryBytes].
+func NewMemoryStore(maxBytes int64) *MemoryStore {
+	if maxBytes < 0 {
+		panic("flightcache: NewMemoryStore: negative size")
+	}
+	if maxBytes == 0 {
+		maxBytes = DefaultMemoryBytes
+	}
+	return &MemoryStore{
+		values: otter.Must(&otter.Options[string, memValue]{
+			MaximumWeight: uint64(maxBytes),
+			Weigher: func(key string, v memValue) uint32 {
+				return uint32(min(len(key)+len(v.data)+64, 1<<32-1))
+			},
+			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, memValue]) time.Duration {
+				return e.Value.ttl
+			}),
+		}),
+		locks: make(map[string]memLockState),
+	}
+}
+
+// Get implements [Store]. The returned slice is shared; do not modify it.
+func (s *MemoryStore) Get(_ context.Context, key string) ([]byte, error) {
+	v, ok := s.values.GetIfPresent(key)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return v.data, nil
+}
+
+// SetNX implements [Store].
+func (s *MemoryStore) SetNX(_ context.Context, key string, value []byte, ttl time.Duration) ([]byte, bool, error) {
+	v, won := s.values.SetIfAbsent(key, memValue{data: bytes.Clone(value), ttl: ttl})
+	if won {
+		s.wake.Wake(key)
+	}
+	return v.data, won, nil
+}
+
+// Replace implements [Store].
+func (s *MemoryStore) Replace(_ context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	replaced := false
+	s.values.Compute(key, func(cur memValue, found bool) (memValue, otter.ComputeOp) {
+		if !found || !bytes.Equal(cur.data, old) {
+			return cur, otter.CancelOp
+		}
+		replaced = true
+		return memValue{data: bytes.Clone(value), ttl: ttl}, otter.WriteOp
+	})
+	if replaced {
+		s.wake.Wake(key)
+	}
+	return replaced, nil
+}
+
+// Delete implements [Store].
+func (s *MemoryStore) Delete(_ context.Context, key string) error {
+	s.values.Invalidate(key)
+	return nil
+}
+
+// NewLock implements [Store].
+func (s *MemoryStore) NewLock(key string, expiry time.Duration) Lock {
+	return &memLock{s: s, key: key, expiry: expiry}
+}
+
+// Subscribe implements [Store].
+func (s *MemoryStore) Subscribe(_ context.Context, key string) (<-chan struct{}, func(), error) {
+	ch, cancel := s.wake.Add(key)
+	return ch, cancel, nil
+}
+
+// Notify implements [Store].
+func (s *MemoryStore) Notify(_ context.Context, key string) error {
+	s.wake.Wake(key)
+	return nil
+}
+
+// Close stops the value cache's maintenance goroutine.
+func (s *MemoryStore) Close() error {
+	s.values.StopAllGoroutines()
+	return nil
+}
+
+// memLock is a [Lock] on a [MemoryStore]; it expires like a Redis lock.
+type memLock struct {
+	s      *MemoryStore
+	key    string
+	expiry time.Duration
+}
+
+func (l *memLock) TryLock(context.Context) error {
+	now := time.Now()
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if cur, ok := l.s.locks[l.key]; ok && now.Before(cur.until) {
+		return ErrLockHeld
+	}
+	l.s.locks[l.key] = memLockState{owner: l, until: now.Add(l.expiry)}
+	return nil
+}
+
+func (l *memLock) Extend(context.Context) error {
+	now := time.Now()
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if cur, ok := l.s.locks[l.key]; !ok || cur.owner != l || !now.Before(cur.until) {
+		return errLockLost
+	}
+	l.s.locks[l.key] = memLockState{owner: l, until: now.Add(l.expiry)}
+	return nil
+}
+
+func (l *memLock) Unlock(context.Context) error {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	cur, ok := l.s.locks[l.key]
+	if !ok || cur.owner != l {
+		return errLockLost
+	}
+	// An expired entry is deleted like a live one: nobody else took it.
+	delete(l.s.locks, l.key)
+	return nil
+}

@@ -1,0 +1,147 @@
+package core
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Option configures a [Cache]; it is accepted by [New] only.
+type Option interface {
+	apply(*config)
+}
+
+// RouteOption configures the caching policy of a route. Given to [New] it
+// sets the default for every route; given to an adapter it applies to the
+// routes that adapter wraps.
+type RouteOption interface {
+	Option
+	route(*policy)
+}
+
+// Observer receives every error the cache absorbed while failing open: an
+// unreachable store, a lost lock, an undecodable entry. Each is an [*Error].
+// It is called synchronously on the request path, so it must be quick and
+// safe for concurrent use.
+type Observer func(err error)
+
+// config is the cache-wide configuration; New applies defaults, then options.
+type config struct {
+	policy       policy
+	namespace    string
+	observer     Observer
+	lockExpiry   time.Duration
+	waitTimeout  time.Duration
+	fetchTimeout time.Duration
+	storeTimeout time.Duration
+	pollInterval time.Duration
+	noLock       bool
+}
+
+// policy is what a route decides: how long and what to cache.
+type policy struct {
+	ttl time.Duration
+}
+
+func defaultConfig() config {
+	return config{
+		policy:       policy{ttl: time.Minute},
+		namespace:    "flightcache",
+		lockExpiry:   5 * time.Second,
+		waitTimeout:  10 * time.Second,
+		fetchTimeout: 30 * time.Second,
+		storeTimeout: 250 * time.Millisecond,
+		pollInterval: 250 * time.Millisecond,
+	}
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type routeOptionFunc func(*policy)
+
+func (f routeOptionFunc) apply(c *config) { f(&c.policy) }
+func (f routeOptionFunc) route(p *policy) { f(p) }
+
+func positive(name string, d time.Duration) {
+	if d <= 0 {
+		panic(fmt.Sprintf("flightcache: %s(%v): must be positive", name, d))
+	}
+}
+
+// TTL sets how long a filled value stays fresh when the fetch function (or
+// the response) does not say. The default is one minute.
+func TTL(d time.Duration) RouteOption {
+	positive("TTL", d)
+	return routeOptionFunc(func(p *policy) { p.ttl = d })
+}
+
+var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// WithNamespace sets the prefix of every key the cache writes, so that
+// several applications can share one Redis. It must be 1 to 64 characters
+// from [A-Za-z0-9_.-]. The default is "flightcache".
+func WithNamespace(ns string) Option {
+	if !namespacePattern.MatchString(ns) {
+		panic(fmt.Sprintf("flightcache: WithNamespace(%q): want 1 to 64 characters from [A-Za-z0-9_.-]", ns))
+	}
+	return optionFunc(func(c *config) { c.namespace = ns })
+}
+
+// WithObserver sets the function that receives errors the cache absorbed.
+// The default discards them; [Cache.Stats] still counts them.
+func WithObserver(o Observer) Option {
+	return optionFunc(func(c *config) { c.observer = o })
+}
+
+// WithLockExpiry sets how long a fill lock lives without being extended.
+// A filler extends it every third of that while its fetch runs, so the
+// expiry only bounds how long a crashed filler keeps others waiting. The
+// default is 5 seconds.
+func WithLockExpiry(d time.Duration) Option {
+	positive("WithLockExpiry", d)
+	return optionFunc(func(c *config) { c.lockExpiry = d })
+}
+
+// WithWaitTimeout bounds how long a request waits for a fill running in
+// another process before it fetches the value itself; the first commit
+// still decides the value everyone is served. The default is 10 seconds.
+func WithWaitTimeout(d time.Duration) Option {
+	positive("WithWaitTimeout", d)
+	return optionFunc(func(c *config) { c.waitTimeout = d })
+}
+
+// WithFetchTimeout bounds one run of the fetch function. The fetch runs on
+// a context detached from the request that started it, so that request
+// leaving does not cancel a fill others are waiting for; this timeout is
+// what stops it. The default is 30 seconds.
+func WithFetchTimeout(d time.Duration) Option {
+	positive("WithFetchTimeout", d)
+	return optionFunc(func(c *config) { c.fetchTimeout = d })
+}
+
+// WithStoreTimeout bounds every single store call (a Redis round trip).
+// For a Redis client it takes effect only with the go-redis option
+// ContextTimeoutEnabled set; otherwise the client's own read and write
+// timeouts apply. The default is 250 milliseconds.
+func WithStoreTimeout(d time.Duration) Option {
+	positive("WithStoreTimeout", d)
+	return optionFunc(func(c *config) { c.storeTimeout = d })
+}
+
+// WithPollInterval sets how often a request waiting on another process's
+// fill looks at the store and retries the lock even without a notification.
+// Notifications normally wake waiters at once; polling covers a lost
+// notification or a crashed filler. The default is 250 milliseconds.
+func WithPollInterval(d time.Duration) Option {
+	positive("WithPollInterval", d)
+	return optionFunc(func(c *config) { c.pollInterval = d })
+}
+
+// WithoutLock turns the fill lock off: every process that misses fetches on
+// its own (still once per process, through singleflight) and the first
+// commit wins. Use it when the store cannot hold locks or for comparison.
+func WithoutLock() Option {
+	return optionFunc(func(c *config) { c.noLock = true })
+}

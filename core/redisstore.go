@@ -1,0 +1,227 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flightcache/flightcache/core/internal/wake"
+)
+
+// Redis names derived from a store key: the value lives at the key itself,
+// the fill lock at key+lockSuffix, and fill notifications go to the channel
+// key+channelSuffix. The key ends in a {hash tag}, so all three share one
+// Redis Cluster slot.
+const (
+	lockSuffix     = ":lock"
+	channelSuffix  = ":filled"
+	channelPattern = "*}" + channelSuffix
+)
+
+// RedisStore is a [Store] on Redis, shared by every process that uses the
+// same Redis: values with SET NX GET, fill locks with redsync, and fill
+// notifications with pub/sub. It works with a single node, Sentinel or
+// Cluster through [redis.UniversalClient] and needs Redis 7.0 or later
+// (SET with both NX and GET).
+//
+// Each process holds one pub/sub connection, opened on the first wait and
+// shared by all waiting requests. Call [RedisStore.Close] to release it; the
+// client itself stays the caller's to close. A RedisStore is safe for
+// concurrent use.
+type RedisStore struct {
+	rdb  redis.UniversalClient
+	rs   *redsync.Redsync
+	wake wake.Registry
+
+	mu     sync.Mutex // guards ps, done and closed
+	ps     *redis.PubSub
+	done   chan struct{} // closed when the forwarding goroutine returns
+	closed bool
+}
+
+var _ Store = (*RedisStore)(nil)
+
+var errClosed = errors.New("flightcache: store closed")
+
+// NewRedisStore returns a store on rdb. It does no I/O.
+func NewRedisStore(rdb redis.UniversalClient) *RedisStore {
+	if rdb == nil {
+		panic("flightcache: NewRedisStore: nil client")
+	}
+	return &RedisStore{rdb: rdb, rs: redsync.New(goredis.NewPool(rdb))}
+}
+
+// Get implements [Store].
+func (s *RedisStore) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := s.rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	return b, err
+}
+
+// SetNX implements [Store] with SET key value PX ttl NX GET, pipelined with
+// the PUBLISH that wakes waiters: one round trip.
+func (s *RedisStore) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) ([]byte, bool, error) {
+	var set *redis.StatusCmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		set = p.SetArgs(ctx, key, value, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true})
+		// A lost notification costs a waiter one poll interval, nothing
+		// more, so the PUBLISH result is not checked.
+		p.Publish(ctx, key+channelSuffix, "")
+		return nil
+	})
+	old, err := set.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return value, true, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return []byte(old), false, nil
+}
+
+// Replace implements [Store] as a WATCH/MULTI transaction.
+func (s *RedisStore) Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	errChanged := errors.New("changed")
+	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		cur, err := tx.Get(ctx, key).Bytes()
+		if errors.Is(err, redis.Nil) || (err == nil && !bytes.Equal(cur, old)) {
+			return errChanged
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, key, value, ttl)
+			p.Publish(ctx, key+channelSuffix, "")
+			return nil
+		})
+		return err
+	}, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, errChanged), errors.Is(err, redis.TxFailedErr):
+		return false, nil
+	}
+	return false, err
+}
+
+// Delete implements [Store].
+func (s *RedisStore) Delete(ctx context.Context, key string) error {
+	return s.rdb.Del(ctx, key).Err()
+}
+
+// NewLock implements [Store] with a redsync mutex that tries once and
+// never blocks: waiting happens on the value, not on the lock.
+func (s *RedisStore) NewLock(key string, expiry time.Duration) Lock {
+	return &redisLock{m: s.rs.NewMutex(key+lockSuffix,
+		redsync.WithExpiry(expiry),
+		redsync.WithTries(1),
+	)}
+}
+
+// Subscribe implements [Store]. The process's pattern subscription is
+// confirmed by Redis before the first Subscribe returns.
+func (s *RedisStore) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	if err := s.listen(ctx); err != nil {
+		return nil, nil, err
+	}
+	ch, cancel := s.wake.Add(key)
+	return ch, cancel, nil
+}
+
+// listen opens the process's one subscription connection if it is not open.
+func (s *RedisStore) listen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errClosed
+	case s.ps != nil:
+		return nil
+	}
+	ps := s.rdb.PSubscribe(ctx, channelPattern)
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return err
+	}
+	// From here go-redis reconnects and resubscribes by itself; a
+	// notification published while it does is lost, and the waiters'
+	// polling covers that.
+	s.ps = ps
+	s.done = make(chan struct{})
+	go s.forward(ps.Channel(), s.done)
+	return nil
+}
+
+// forward fans notifications out to this process's waiters until the
+// subscription is closed.
+func (s *RedisStore) forward(ch <-chan *redis.Message, done chan<- struct{}) {
+	defer close(done)
+	for msg := range ch {
+		s.wake.Wake(strings.TrimSuffix(msg.Channel, channelSuffix))
+	}
+}
+
+// Notify implements [Store].
+func (s *RedisStore) Notify(ctx context.Context, key string) error {
+	return s.rdb.Publish(ctx, key+channelSuffix, "").Err()
+}
+
+// Close releases the store's subscription connection and stops its
+// goroutine. It does not close the Redis client.
+func (s *RedisStore) Close() error {
+	s.mu.Lock()
+	ps, done := s.ps, s.done
+	s.closed, s.ps = true, nil
+	s.mu.Unlock()
+	if ps == nil {
+		return nil
+	}
+	err := ps.Close()
+	<-done
+	return err
+}
+
+// redisLock adapts a redsync mutex to [Lock].
+type redisLock struct {
+	m *redsync.Mutex
+}
+
+func (l *redisLock) TryLock(ctx context.Context) error {
+	err := l.m.TryLockContext(ctx)
+	if err == nil {
+		return nil
+	}
+	var taken *redsync.ErrTaken
+	var nodeTaken *redsync.ErrNodeTaken
+	if errors.As(err, &taken) || errors.As(err, &nodeTaken) || errors.Is(err, redsync.ErrFailed) {
+		return ErrLockHeld
+	}
+	return err
+}
+
+func (l *redisLock) Extend(ctx context.Context) error {
+	ok, err := l.m.ExtendContext(ctx)
+	if !ok && err == nil {
+		err = redsync.ErrExtendFailed
+	}
+	return err
+}
+
+func (l *redisLock) Unlock(ctx context.Context) error {
+	ok, err := l.m.UnlockContext(ctx)
+	if !ok && err == nil {
+		err = redsync.ErrLockAlreadyExpired
+	}
+	return err
+}

@@ -1,0 +1,67 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store is the shared storage a [Cache] fills: values, fill locks and fill
+// notifications for one key each. [RedisStore] shares them across a fleet;
+// [MemoryStore] keeps them in one process.
+//
+// Keys reach a Store already namespaced and hashed by the [Cache]: they are
+// short, printable and safe to use as Redis key names. Implementations must
+// be safe for concurrent use.
+type Store interface {
+	// Get returns the value stored at key, or [ErrNotFound].
+	Get(ctx context.Context, key string) ([]byte, error)
+
+	// SetNX stores value at key for ttl unless key already holds a value,
+	// and notifies the key's subscribers. It returns the value the key holds
+	// afterwards and whether it is this call's value; on a lost race it
+	// returns the earlier value, read atomically with the attempt, so the
+	// winner cannot expire in between.
+	SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (stored []byte, won bool, err error)
+
+	// Replace overwrites the value at key with value for ttl if key still
+	// holds old, and reports whether it did. The cache uses it to replace
+	// an entry it cannot decode.
+	Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error)
+
+	// Delete removes key's value. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+
+	// NewLock returns an unlocked fill lock for key that expires after
+	// expiry unless extended. Each fill uses its own Lock.
+	NewLock(key string, expiry time.Duration) Lock
+
+	// Subscribe registers interest in key's notifications before returning:
+	// a Notify or SetNX for key that happens after Subscribe returns is
+	// delivered to ch. cancel must be called once the caller stops waiting.
+	Subscribe(ctx context.Context, key string) (ch <-chan struct{}, cancel func(), err error)
+
+	// Notify wakes key's subscribers in every process, for example after a
+	// fill gave up without storing a value.
+	Notify(ctx context.Context, key string) error
+}
+
+// Lock is a fill lock on one key, held by at most one filler at a time
+// across every process sharing the store. It is an optimisation: the
+// cache's correctness rests on [Store.SetNX], not on the lock.
+type Lock interface {
+	// TryLock takes the lock without waiting. It returns [ErrLockHeld]
+	// when another filler holds it, or another error when the store
+	// cannot be reached.
+	TryLock(ctx context.Context) error
+	// Extend pushes the lock's expiry out by its full length again.
+	Extend(ctx context.Context) error
+	// Unlock releases the lock if this Lock still holds it.
+	Unlock(ctx context.Context) error
+}
+
+// ErrNotFound is returned by [Store.Get] when the key holds no value.
+var ErrNotFound = errors.New("flightcache: not found")
+
+// ErrLockHeld is returned by [Lock.TryLock] when another filler holds the lock.
+var ErrLockHeld = errors.New("flightcache: lock held by another filler")

@@ -1,0 +1,5 @@
+module github.com/flightcache/flightcache/nethttpmw
+
+go 1.26.0
+
+replace github.com/flightcache/flightcache/core => ../core
