@@ -76,9 +76,26 @@ func (c *Cache) Stats() *Stats { return &c.stats }
 // the value uncached, reporting the failure to the [Observer]. The returned
 // slice may be shared with other callers and must not be modified.
 func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
-	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), fetch)
+	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), flight{
+		fetch: fetch,
+		alone: func(ctx context.Context) (result, error) {
+			c.stats.Fetches.Add(1)
+			value, _, err := fetch(ctx)
+			return result{value: value}, err
+		},
+	})
 	return r.value, err
 }
+
+// source says how a caller got its result.
+type source uint8
+
+const (
+	fromStore     source = iota // found by this caller's lookup
+	fromFill                    // this caller led the fill
+	fromCollapsed               // another caller's fill in this process
+	fromAlone                   // the caller fetched for itself, uncached
+)
 
 // result is one caller's answer.
 type result struct {
@@ -86,50 +103,95 @@ type result struct {
 	storedAt time.Time     // when the value was committed; zero if it is not stored
 	ttl      time.Duration // freshness lifetime
 	shared   bool          // other callers may be served this value
+	source   source
 }
 
 type fetchFunc = func(ctx context.Context) ([]byte, time.Duration, error)
 
+// flight describes one caller's way to fill a key.
+type flight struct {
+	fetch fetchFunc
+	// alone serves a caller whose in-process leader got a value it may
+	// not share: the caller fetches for itself, on its own context, and
+	// stores nothing.
+	alone func(ctx context.Context) (result, error)
+	// bound means fetch borrows the leading caller's request (an HTTP
+	// handler chain and its framework context): once the fetch has
+	// started, that caller waits for it even after its context ends, and
+	// a fetch whose caller left before it started does not run.
+	bound bool
+}
+
+// errLeaderLeft ends a bound fill whose caller left before it started; its
+// waiters retry.
+var errLeaderLeft = errors.New("flightcache: leader left before its fill started")
+
+// Fill states of a bound flight, for the leader's hand-over.
+const (
+	flightPending int32 = iota
+	flightRunning
+	flightAbandoned
+)
+
 // load is the fill flow: lookup, then lead (singleflight), then lock,
 // recheck, fetch, commit and notify, or wait for another process's fill.
-func (c *Cache) load(ctx context.Context, key string, fetch fetchFunc) (result, error) {
-	if r, ok := c.lookup(ctx, key); ok {
-		c.stats.Hits.Add(1)
-		return r, nil
-	}
-	c.stats.Misses.Add(1)
-
-	// led is set only by the closure of the caller whose closure
-	// singleflight runs, so it tells the leader from the waiters.
-	var led bool
-	ch := c.flight.DoChan(key, func() (any, error) {
-		led = true
-		return c.lead(ctx, key, fetch)
-	})
-	select {
-	case res := <-ch:
-		var p *panicError
-		if errors.As(res.Err, &p) {
-			if p.value == http.ErrAbortHandler {
-				panic(p.value) // net/http treats this one value specially
-			}
-			panic(p)
-		}
-		if res.Err != nil {
-			return result{}, res.Err
-		}
-		r := res.Val.(result)
-		if led {
+func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) {
+	for {
+		if r, ok := c.lookup(ctx, key); ok {
+			c.stats.Hits.Add(1)
 			return r, nil
 		}
-		if !r.shared {
-			return c.fetchAlone(ctx, fetch)
+		c.stats.Misses.Add(1)
+		r, err := c.join(ctx, key, f)
+		if err == errLeaderLeft {
+			continue
 		}
-		c.stats.Collapsed.Add(1)
-		return r, nil
-	case <-ctx.Done():
-		return result{}, fmt.Errorf("flightcache: wait for %s: %w", key, ctx.Err())
+		return r, err
 	}
+}
+
+// join joins (or leads) this process's fill of key.
+func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) {
+	// state is touched only by this caller's closure, which singleflight
+	// runs if this caller leads, so it tells the leader from the waiters.
+	var state atomic.Int32
+	ch := c.flight.DoChan(key, func() (any, error) {
+		if !state.CompareAndSwap(flightPending, flightRunning) {
+			return result{}, errLeaderLeft
+		}
+		return c.lead(ctx, key, f.fetch)
+	})
+	var res singleflight.Result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		if !f.bound || state.CompareAndSwap(flightPending, flightAbandoned) {
+			return result{}, fmt.Errorf("flightcache: wait for %s: %w", key, ctx.Err())
+		}
+		res = <-ch // our own bound fill is running: it may not outlive us
+	}
+	var p *panicError
+	if errors.As(res.Err, &p) {
+		if p.value == http.ErrAbortHandler {
+			panic(p.value) // net/http treats this one value specially
+		}
+		panic(p)
+	}
+	if res.Err != nil {
+		return result{}, res.Err
+	}
+	r := res.Val.(result)
+	if state.Load() == flightRunning {
+		return r, nil // we led
+	}
+	if !r.shared {
+		r, err := f.alone(ctx)
+		r.source = fromAlone
+		return r, err
+	}
+	c.stats.Collapsed.Add(1)
+	r.source = fromCollapsed
+	return r, nil
 }
 
 // lead runs one fill for this process.
@@ -230,7 +292,7 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 		return result{}, err
 	}
 	if ttl < 0 {
-		return result{value: value}, nil
+		return result{value: value, source: fromFill}, nil
 	}
 	if ttl == 0 {
 		ttl = c.cfg.policy.ttl
@@ -249,21 +311,12 @@ func (c *Cache) call(ctx context.Context, fetch fetchFunc) (value []byte, ttl ti
 	return fetch(ctx)
 }
 
-// fetchAlone serves a caller whose in-process leader got a value it may not
-// share: the caller fetches for itself, on its own context, and stores
-// nothing.
-func (c *Cache) fetchAlone(ctx context.Context, fetch fetchFunc) (result, error) {
-	c.stats.Fetches.Add(1)
-	value, _, err := fetch(ctx)
-	return result{value: value}, err
-}
-
 // commit stores value with SET NX. The first commit wins: on a lost race
 // it returns the stored value instead of ours, so that every process
 // serves the same bytes. A store failure leaves the value uncached.
 func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl time.Duration) result {
 	now := time.UnixMilli(time.Now().UnixMilli()) // the precision stored
-	mine := result{value: value, storedAt: now, ttl: ttl, shared: true}
+	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
 	enc := entry.Encode(now, ttl, value)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
@@ -280,7 +333,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl time.D
 	c.stats.LostCommits.Add(1)
 	e, err := entry.Decode(stored)
 	if err == nil {
-		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}
+		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
 	}
 	// The key holds something we cannot read (corrupt or foreign). Replace
 	// it, unless someone changed it meanwhile; then serve our own value.

@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
 	"time"
 )
@@ -36,22 +37,20 @@ type config struct {
 	storeTimeout time.Duration
 	pollInterval time.Duration
 	noLock       bool
+	cacheHeader  string
 }
 
-// policy is what a route decides: how long and what to cache.
-type policy struct {
-	ttl time.Duration
-}
 
 func defaultConfig() config {
 	return config{
-		policy:       policy{ttl: time.Minute},
+		policy:       defaultPolicy(),
 		namespace:    "flightcache",
 		lockExpiry:   5 * time.Second,
 		waitTimeout:  10 * time.Second,
 		fetchTimeout: 30 * time.Second,
 		storeTimeout: 250 * time.Millisecond,
 		pollInterval: 250 * time.Millisecond,
+		cacheHeader:  "X-Cache",
 	}
 }
 
@@ -68,13 +67,6 @@ func positive(name string, d time.Duration) {
 	if d <= 0 {
 		panic(fmt.Sprintf("flightcache: %s(%v): must be positive", name, d))
 	}
-}
-
-// TTL sets how long a filled value stays fresh when the fetch function (or
-// the response) does not say. The default is one minute.
-func TTL(d time.Duration) RouteOption {
-	positive("TTL", d)
-	return routeOptionFunc(func(p *policy) { p.ttl = d })
 }
 
 var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -144,4 +136,13 @@ func WithPollInterval(d time.Duration) Option {
 // commit wins. Use it when the store cannot hold locks or for comparison.
 func WithoutLock() Option {
 	return optionFunc(func(c *config) { c.noLock = true })
+}
+
+// WithCacheHeader sets the name of the response header that says how the
+// cache served a request: HIT, MISS or BYPASS. The default is "X-Cache".
+func WithCacheHeader(name string) Option {
+	if name == "" || http.CanonicalHeaderKey(name) == "" {
+		panic("flightcache: WithCacheHeader: empty name")
+	}
+	return optionFunc(func(c *config) { c.cacheHeader = http.CanonicalHeaderKey(name) })
 }

@@ -68,3 +68,34 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 	})
 }
+
+func TestResponseRoundTrip(t *testing.T) {
+	in := Response{
+		Status: 201,
+		Header: map[string][]string{"Content-Type": {"text/plain"}, "X-Multi": {"a", "b"}, "X-Empty": {}},
+		Body:   []byte("hello"),
+	}
+	out, err := DecodeResponse(EncodeResponse(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != 201 || string(out.Body) != "hello" || len(out.Header) != 3 ||
+		out.Header.Get("Content-Type") != "text/plain" || len(out.Header["X-Multi"]) != 2 {
+		t.Errorf("round trip = %+v, want %+v", out, in)
+	}
+}
+
+func FuzzDecodeResponse(f *testing.F) {
+	f.Add(EncodeResponse(Response{Status: 200, Header: map[string][]string{"A": {"b"}}, Body: []byte("x")}))
+	f.Add([]byte{0xc8, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeResponse(b)
+		if err != nil {
+			return
+		}
+		again, err := DecodeResponse(EncodeResponse(r))
+		if err != nil || again.Status != r.Status || !bytes.Equal(again.Body, r.Body) || len(again.Header) != len(r.Header) {
+			t.Fatalf("re-encoding %x changed it: %+v vs %+v (%v)", b, again, r, err)
+		}
+	})
+}

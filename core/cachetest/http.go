@@ -1,0 +1,356 @@
+package cachetest
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flightcache/flightcache/core"
+)
+
+// Driver puts a web framework and its flightcache adapter under the HTTP
+// suite ([TestHTTP]). It must be safe to call from parallel subtests.
+type Driver struct {
+	// New returns a server for s: the framework's router with s.Routes,
+	// and, if s.Global is not nil, the adapter installed once for all
+	// routes with s.Global's options (empty: the cache's defaults).
+	// A route with Cache not nil gets the adapter on that route alone,
+	// with Cache's options.
+	New func(c *core.Cache, s Server) http.Handler
+	// Pattern returns the framework's route pattern for a suite path,
+	// which is written gin/echo style ("/items/:id"): what the route
+	// tables of [core.Routes] are keyed by. net/http's is "GET /items/{id}".
+	Pattern func(path string) string
+}
+
+// Server describes the routes of one suite case.
+type Server struct {
+	Global []core.RouteOption // nil: no global middleware
+	Routes []Route
+}
+
+// Route is one GET route of a suite server.
+type Route struct {
+	Path    string             // gin/echo style; ":name" segments are parameters
+	Handler http.HandlerFunc   // registered for GET (and HEAD, which routers map to it)
+	Cache   []core.RouteOption // not nil: the adapter on this route alone
+}
+
+// origin is a handler that counts its calls and writes them into the body.
+type origin struct {
+	calls atomic.Int64
+	write func(w http.ResponseWriter, r *http.Request, n int64)
+}
+
+func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := o.calls.Add(1)
+	if o.write != nil {
+		o.write(w, r, n)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Origin", "yes")
+	fmt.Fprintf(w, "call %d for %s", n, r.URL.RequestURI())
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func do(t *testing.T, h http.Handler, method, target string, header ...string) response {
+	t.Helper()
+	r := httptest.NewRequest(method, target, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Add(header[i], header[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	body, _ := io.ReadAll(w.Result().Body)
+	return response{w.Code, w.Result().Header, string(body)}
+}
+
+func newCache(t *testing.T, opts ...core.Option) *core.Cache {
+	s := core.NewMemoryStore(0)
+	t.Cleanup(func() { s.Close() })
+	return core.New(s, opts...)
+}
+
+// TestHTTP runs the adapter behaviour suite through d: the same cases for
+// every framework.
+func TestHTTP(t *testing.T, d Driver) {
+	get := func(h http.HandlerFunc) []Route { return []Route{{Path: "/r", Handler: h}} }
+
+	t.Run("MissThenHit", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		first := do(t, h, "GET", "/r")
+		second := do(t, h, "GET", "/r")
+		if first.header.Get("X-Cache") != "MISS" || second.header.Get("X-Cache") != "HIT" {
+			t.Errorf("X-Cache = %q then %q, want MISS then HIT", first.header.Get("X-Cache"), second.header.Get("X-Cache"))
+		}
+		if first.body != second.body || o.calls.Load() != 1 {
+			t.Errorf("bodies %q and %q after %d origin calls, want one call and equal bodies", first.body, second.body, o.calls.Load())
+		}
+		if second.header.Get("Age") == "" {
+			t.Error("a hit has no Age header")
+		}
+	})
+
+	t.Run("ReplaysStatusHeadersBodyExactly", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Add("X-Multi", "one")
+			w.Header().Add("X-Multi", "two")
+			w.WriteHeader(http.StatusNonAuthoritativeInfo)
+			fmt.Fprintf(w, `{"n":%d}`, n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.Statuses(203)}, Routes: get(o.ServeHTTP)})
+		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
+		for _, got := range []response{first, second} {
+			if got.status != 203 || got.body != `{"n":1}` || got.header.Get("Content-Type") != "application/json" ||
+				strings.Join(got.header.Values("X-Multi"), ",") != "one,two" {
+				t.Errorf("response = %d %q %v, want 203 {\"n\":1} with both X-Multi values", got.status, got.body, got.header)
+			}
+		}
+	})
+
+	t.Run("StatusNotInListNotCached", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, "missing %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		got := do(t, h, "GET", "/r")
+		if got.status != 404 || got.body != "missing 2" || got.header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("second 404 = %d %q X-Cache %q, want a fresh 404 marked BYPASS", got.status, got.body, got.header.Get("X-Cache"))
+		}
+	})
+
+	t.Run("HeadSharesGet", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		if got := do(t, h, "HEAD", "/r"); got.header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("HEAD on a cold key X-Cache = %q, want BYPASS (HEAD never fills)", got.header.Get("X-Cache"))
+		}
+		get := do(t, h, "GET", "/r")
+		head := do(t, h, "HEAD", "/r")
+		if head.header.Get("X-Cache") != "HIT" || head.body != "" || head.header.Get("Content-Length") != fmt.Sprint(len(get.body)) {
+			t.Errorf("HEAD after GET = X-Cache %q, body %q, Content-Length %q; want HIT, no body, %d",
+				head.header.Get("X-Cache"), head.body, head.header.Get("Content-Length"), len(get.body))
+		}
+	})
+
+	t.Run("QueryOrderIsOneKey", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		a := do(t, h, "GET", "/r?b=2&a=1")
+		b := do(t, h, "GET", "/r?a=1&b=2")
+		c := do(t, h, "GET", "/r?a=1&b=3")
+		if a.body != b.body || b.header.Get("X-Cache") != "HIT" {
+			t.Errorf("reordered query got %q (X-Cache %q), want the cached %q", b.body, b.header.Get("X-Cache"), a.body)
+		}
+		if c.body == a.body {
+			t.Error("a different parameter value was served the same entry")
+		}
+	})
+
+	t.Run("IgnoredAndKeyedQuery", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.IgnoreQuery("utm_source")}, Routes: get(o.ServeHTTP)})
+		a := do(t, h, "GET", "/r?id=1&utm_source=mail")
+		b := do(t, h, "GET", "/r?id=1&utm_source=ads")
+		if b.body != a.body {
+			t.Errorf("ignored parameter changed the entry: %q vs %q", b.body, a.body)
+		}
+		o2 := &origin{}
+		h2 := d.New(newCache(t), Server{Global: []core.RouteOption{core.KeyQuery("id")}, Routes: get(o2.ServeHTTP)})
+		a = do(t, h2, "GET", "/r?id=1&x=1")
+		b = do(t, h2, "GET", "/r?id=1&x=2")
+		c := do(t, h2, "GET", "/r?id=2&x=1")
+		if b.body != a.body || c.body == a.body {
+			t.Errorf("KeyQuery(id): bodies %q, %q, %q; want the first two equal, the third different", a.body, b.body, c.body)
+		}
+	})
+
+	t.Run("SetCookieNeverCached", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			http.SetCookie(w, &http.Cookie{Name: "session", Value: fmt.Sprint("secret-", n)})
+			fmt.Fprintf(w, "personal %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
+		if second.body == first.body || strings.Contains(second.header.Get("Set-Cookie"), "secret-1") {
+			t.Errorf("second client got %q with Set-Cookie %q: the first client's response leaked", second.body, second.header.Get("Set-Cookie"))
+		}
+		if second.header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("X-Cache = %q, want BYPASS", second.header.Get("X-Cache"))
+		}
+	})
+
+	t.Run("PrivateAndNoStoreNotCached", func(t *testing.T) {
+		for _, cc := range []string{"private, max-age=60", "no-store", "no-cache", "max-age=0"} {
+			o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+				w.Header().Set("Cache-Control", cc)
+				fmt.Fprintf(w, "call %d", n)
+			}}
+			h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+			do(t, h, "GET", "/r")
+			if got := do(t, h, "GET", "/r"); got.body != "call 2" {
+				t.Errorf("Cache-Control %q: second response %q, want a fresh call 2", cc, got.body)
+			}
+		}
+	})
+
+	t.Run("CredentialsBypassUnlessKeyed", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r") // a public entry exists
+		for _, hdr := range []string{"Authorization", "Cookie"} {
+			got := do(t, h, "GET", "/r", hdr, "alice")
+			if got.header.Get("X-Cache") != "BYPASS" {
+				t.Errorf("request with %s: X-Cache %q, want BYPASS", hdr, got.header.Get("X-Cache"))
+			}
+		}
+		o2 := &origin{}
+		h2 := d.New(newCache(t), Server{Global: []core.RouteOption{core.KeyHeaders("Authorization")}, Routes: get(o2.ServeHTTP)})
+		alice := do(t, h2, "GET", "/r", "Authorization", "alice")
+		alice2 := do(t, h2, "GET", "/r", "Authorization", "alice")
+		bob := do(t, h2, "GET", "/r", "Authorization", "bob")
+		if alice2.body != alice.body || alice2.header.Get("X-Cache") != "HIT" {
+			t.Errorf("keyed credential: alice's second request %q (X-Cache %q), want her cached %q", alice2.body, alice2.header.Get("X-Cache"), alice.body)
+		}
+		if bob.body == alice.body {
+			t.Error("bob was served alice's entry")
+		}
+	})
+
+	t.Run("OversizedPassesThrough", func(t *testing.T) {
+		big := strings.Repeat("x", 4096)
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			fmt.Fprintf(w, "%d:%s", n, big)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.MaxBodySize(1024)}, Routes: get(o.ServeHTTP)})
+		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
+		if first.body != "1:"+big || second.body != "2:"+big {
+			t.Errorf("oversized bodies came back as %d and %d bytes, want each client its own full body", len(first.body), len(second.body))
+		}
+		if second.header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("X-Cache = %q, want BYPASS", second.header.Get("X-Cache"))
+		}
+	})
+
+	t.Run("StreamedPassesThrough", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			fmt.Fprintf(w, "chunk one of %d;", n)
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				t.Errorf("Flush through the adapter: %v", err)
+			}
+			fmt.Fprint(w, "chunk two")
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
+		if first.body != "chunk one of 1;chunk two" || second.body != "chunk one of 2;chunk two" {
+			t.Errorf("streamed bodies %q, %q; want each client its own stream", first.body, second.body)
+		}
+	})
+
+	t.Run("PerRouteMiddleware", func(t *testing.T) {
+		cached, plain := &origin{}, &origin{}
+		h := d.New(newCache(t), Server{Routes: []Route{
+			{Path: "/cached", Handler: cached.ServeHTTP, Cache: []core.RouteOption{core.TTL(time.Hour)}},
+			{Path: "/plain", Handler: plain.ServeHTTP},
+		}})
+		do(t, h, "GET", "/cached")
+		do(t, h, "GET", "/plain")
+		c2, p2 := do(t, h, "GET", "/cached"), do(t, h, "GET", "/plain")
+		if c2.header.Get("X-Cache") != "HIT" || cached.calls.Load() != 1 {
+			t.Errorf("annotated route: X-Cache %q after %d calls, want HIT after 1", c2.header.Get("X-Cache"), cached.calls.Load())
+		}
+		if p2.header.Get("X-Cache") != "" || plain.calls.Load() != 2 {
+			t.Errorf("route without middleware: X-Cache %q after %d calls, want none after 2", p2.header.Get("X-Cache"), plain.calls.Load())
+		}
+	})
+
+	t.Run("RouteTable", func(t *testing.T) {
+		product, admin := &origin{}, &origin{}
+		h := d.New(newCache(t), Server{
+			Global: []core.RouteOption{core.Routes(map[string][]core.RouteOption{
+				d.Pattern("/products/:id"):                           {core.TTL(time.Hour)},
+				strings.TrimSuffix(d.Pattern("/admin/"), "/") + "/*": {core.NoCache()},
+			})},
+			Routes: []Route{
+				{Path: "/products/:id", Handler: product.ServeHTTP},
+				{Path: "/admin/stats", Handler: admin.ServeHTTP},
+			},
+		})
+		do(t, h, "GET", "/products/7")
+		p := do(t, h, "GET", "/products/7")
+		do(t, h, "GET", "/admin/stats")
+		a := do(t, h, "GET", "/admin/stats")
+		if p.header.Get("X-Cache") != "HIT" {
+			t.Errorf("/products/7 X-Cache = %q, want HIT", p.header.Get("X-Cache"))
+		}
+		if a.header.Get("X-Cache") != "BYPASS" || admin.calls.Load() != 2 {
+			t.Errorf("/admin/stats X-Cache = %q after %d calls, want BYPASS after 2 (table says NoCache)", a.header.Get("X-Cache"), admin.calls.Load())
+		}
+	})
+
+	t.Run("HandlerCacheControlIsTTL", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "public, max-age=5, s-maxage=1")
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.TTL(time.Hour)}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		if got := do(t, h, "GET", "/r"); got.body != "call 1" {
+			t.Fatalf("within s-maxage got %q, want the cached call 1", got.body)
+		}
+		time.Sleep(1100 * time.Millisecond) // s-maxage=1 beats the route's hour
+		if got := do(t, h, "GET", "/r"); got.body != "call 2" {
+			t.Errorf("after s-maxage got %q, want a fresh call 2", got.body)
+		}
+	})
+
+	t.Run("ConcurrentClientsOneOriginCall", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			<-release
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		const n = 50
+		bodies := make([]string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				r := httptest.NewRequest("GET", "/r", nil)
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				bodies[i] = w.Body.String()
+			})
+		}
+		for o.calls.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // let the others queue behind the fill
+		close(release)
+		wg.Wait()
+		for i, b := range bodies {
+			if b != "call 1" {
+				t.Errorf("client %d got %q, want call 1", i, b)
+			}
+		}
+		if got := o.calls.Load(); got != 1 {
+			t.Errorf("origin called %d times, want 1", got)
+		}
+	})
+}

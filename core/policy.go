@@ -1,0 +1,185 @@
+package core
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// policy is what a route decides: whether, how long and under which key
+// to cache its responses.
+type policy struct {
+	ttl                time.Duration
+	noCache            bool
+	statuses           []int
+	maxBody            int
+	queryKeys          []string // nil: every parameter is part of the key
+	ignoreQuery        []string
+	headerKeys         []string // canonical request header names in the key
+	keyFunc            func(*http.Request) string
+	skip               func(*http.Request) bool
+	ignoreCacheControl bool
+	table              map[string][]RouteOption
+}
+
+// DefaultMaxBodySize is the largest response body stored by default.
+const DefaultMaxBodySize = 1 << 20
+
+func defaultPolicy() policy {
+	return policy{ttl: time.Minute, statuses: []int{http.StatusOK}, maxBody: DefaultMaxBodySize}
+}
+
+// TTL sets how long a response (or a value from [Cache.Do]) stays fresh
+// when the handler's Cache-Control or the fetch function does not say.
+// The default is one minute.
+func TTL(d time.Duration) RouteOption {
+	positive("TTL", d)
+	return routeOptionFunc(func(p *policy) { p.ttl = d })
+}
+
+// NoCache turns caching off for the route: requests pass straight through,
+// marked BYPASS.
+func NoCache() RouteOption {
+	return routeOptionFunc(func(p *policy) { p.noCache = true })
+}
+
+// Statuses sets which response status codes may be stored. The default is
+// 200 only.
+func Statuses(codes ...int) RouteOption {
+	for _, c := range codes {
+		if c < 100 || c > 999 {
+			panic(fmt.Sprintf("flightcache: Statuses: invalid status %d", c))
+		}
+	}
+	codes = slices.Clone(codes)
+	return routeOptionFunc(func(p *policy) { p.statuses = codes })
+}
+
+// MaxBodySize sets the largest response body that is stored, in bytes; a
+// larger response streams through to its client uncached. The default is
+// [DefaultMaxBodySize] (1 MiB).
+func MaxBodySize(n int) RouteOption {
+	if n <= 0 {
+		panic(fmt.Sprintf("flightcache: MaxBodySize(%d): must be positive", n))
+	}
+	return routeOptionFunc(func(p *policy) { p.maxBody = n })
+}
+
+// KeyQuery makes only the named query parameters part of the cache key;
+// others are ignored. By default every parameter is part of the key.
+func KeyQuery(names ...string) RouteOption {
+	names = slices.Clone(names)
+	return routeOptionFunc(func(p *policy) { p.queryKeys = names })
+}
+
+// IgnoreQuery leaves the named query parameters (tracking tags, say) out
+// of the cache key.
+func IgnoreQuery(names ...string) RouteOption {
+	names = slices.Clone(names)
+	return routeOptionFunc(func(p *policy) { p.ignoreQuery = names })
+}
+
+// KeyHeaders makes the named request headers part of the cache key, so
+// responses that depend on them are stored per value. Naming Authorization
+// or Cookie also lets requests carrying them be cached, per credential;
+// without that they bypass the cache.
+func KeyHeaders(names ...string) RouteOption {
+	canon := make([]string, len(names))
+	for i, n := range names {
+		canon[i] = http.CanonicalHeaderKey(n)
+	}
+	slices.Sort(canon)
+	return routeOptionFunc(func(p *policy) { p.headerKeys = canon })
+}
+
+// KeyFunc replaces the method, host, path and query part of the cache key
+// with f(r). Headers named by [KeyHeaders] are still added.
+func KeyFunc(f func(r *http.Request) string) RouteOption {
+	return routeOptionFunc(func(p *policy) { p.keyFunc = f })
+}
+
+// Skip makes requests for which f returns true pass through uncached.
+func Skip(f func(r *http.Request) bool) RouteOption {
+	return routeOptionFunc(func(p *policy) { p.skip = f })
+}
+
+// IgnoreCacheControl makes the route's [TTL] apply even when the handler
+// sets s-maxage or max-age. Responses marked no-store, no-cache or private
+// are still never stored.
+func IgnoreCacheControl() RouteOption {
+	return routeOptionFunc(func(p *policy) { p.ignoreCacheControl = true })
+}
+
+// Routes gives route patterns their own policy, read by one middleware for
+// all routes. Keys are the framework's patterns: gin's FullPath
+// ("/products/:id"), echo's Path, net/http's Request.Pattern
+// ("GET /products/{id}"). A key ending in "*" matches every pattern that
+// starts with the rest of it, so "/admin/*" covers the admin routes; an
+// exact key wins over a prefix, and a longer prefix over a shorter one.
+// A route's options apply on top of the middleware's.
+func Routes(table map[string][]RouteOption) RouteOption {
+	for pattern, opts := range table {
+		for _, o := range opts {
+			probe := policy{}
+			o.route(&probe)
+			if probe.table != nil {
+				panic(fmt.Sprintf("flightcache: Routes: the entry for %q nests Routes", pattern))
+			}
+		}
+	}
+	return routeOptionFunc(func(p *policy) { p.table = table })
+}
+
+// Route is one middleware's compiled policy, with its per-pattern table.
+// Adapters create one per middleware with [Cache.Route] and call
+// [Route.Serve] for each request. It is safe for concurrent use.
+type Route struct {
+	c        *Cache
+	base     policy
+	exact    map[string]*policy
+	prefixes []prefixPolicy // longest prefix first
+}
+
+type prefixPolicy struct {
+	prefix string
+	p      *policy
+}
+
+// Route compiles the cache's default policy with opts applied on top.
+func (c *Cache) Route(opts ...RouteOption) *Route {
+	base := c.cfg.policy
+	for _, o := range opts {
+		o.route(&base)
+	}
+	rt := &Route{c: c, base: base, exact: map[string]*policy{}}
+	for pattern, opts := range base.table {
+		p := base
+		p.table = nil
+		for _, o := range opts {
+			o.route(&p)
+		}
+		if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+			rt.prefixes = append(rt.prefixes, prefixPolicy{prefix, &p})
+		} else {
+			rt.exact[pattern] = &p
+		}
+	}
+	slices.SortFunc(rt.prefixes, func(a, b prefixPolicy) int { return len(b.prefix) - len(a.prefix) })
+	rt.base.table = nil
+	return rt
+}
+
+// policyFor returns the policy of a route pattern.
+func (rt *Route) policyFor(pattern string) *policy {
+	if p, ok := rt.exact[pattern]; ok {
+		return p
+	}
+	for _, pp := range rt.prefixes {
+		if strings.HasPrefix(pattern, pp.prefix) {
+			return pp.p
+		}
+	}
+	return &rt.base
+}

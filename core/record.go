@@ -1,0 +1,133 @@
+package core
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
+)
+
+// UnstoredHeaders are response header fields never stored with a response:
+// hop-by-hop fields (RFC 9110, section 7.6.1) and the fields the cache
+// sets itself when it replays one (Age and the cache header).
+var UnstoredHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Age",
+}
+
+// recorder buffers a handler's response so that it can be stored and
+// replayed, like http.TimeoutHandler's writer. A response that flushes,
+// hijacks or outgrows the body limit is passed through to the real writer
+// from that moment and is not stored.
+type recorder struct {
+	w           http.ResponseWriter // the filling request's real writer
+	cacheHeader string
+	maxBody     int
+
+	header   http.Header // what the handler sees until streaming starts
+	snapshot http.Header // header at WriteHeader time
+	status   int
+	body     []byte
+	streamed bool // the response went to w as it was written
+}
+
+var (
+	_ http.ResponseWriter = (*recorder)(nil)
+	_ http.Flusher        = (*recorder)(nil)
+	_ http.Hijacker       = (*recorder)(nil)
+)
+
+func newRecorder(w http.ResponseWriter, cacheHeader string, maxBody int) *recorder {
+	return &recorder{w: w, cacheHeader: cacheHeader, maxBody: maxBody, header: make(http.Header)}
+}
+
+func (rec *recorder) Header() http.Header {
+	if rec.streamed {
+		return rec.w.Header()
+	}
+	return rec.header
+}
+
+func (rec *recorder) WriteHeader(code int) {
+	if rec.status != 0 || code < 200 {
+		// Superfluous calls are ignored, as net/http does; 1xx
+		// informational responses are not part of what is stored.
+		return
+	}
+	rec.status = code
+	rec.snapshot = rec.header.Clone()
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if rec.status == 0 {
+		rec.WriteHeader(http.StatusOK)
+	}
+	if !rec.streamed && len(rec.body)+len(b) > rec.maxBody {
+		rec.stream()
+	}
+	if rec.streamed {
+		return rec.w.Write(b)
+	}
+	rec.body = append(rec.body, b...)
+	return len(b), nil
+}
+
+// stream gives up on storing: what was buffered goes to the real writer,
+// and everything after it goes straight there.
+func (rec *recorder) stream() {
+	if rec.streamed {
+		return
+	}
+	rec.streamed = true
+	if rec.status == 0 {
+		rec.WriteHeader(http.StatusOK)
+	}
+	h := rec.w.Header()
+	for k, v := range rec.snapshot {
+		h[k] = v
+	}
+	h.Set(rec.cacheHeader, "BYPASS")
+	rec.w.WriteHeader(rec.status)
+	if len(rec.body) > 0 {
+		rec.w.Write(rec.body)
+		rec.body = nil
+	}
+}
+
+// Flush streams the response: a flushing handler is streaming, and a
+// stream is not stored.
+func (rec *recorder) Flush() {
+	rec.FlushError()
+}
+
+// FlushError is Flush for [http.ResponseController].
+func (rec *recorder) FlushError() error {
+	rec.stream()
+	return http.NewResponseController(rec.w).Flush()
+}
+
+// Hijack hands the connection to the handler; the response is not stored.
+func (rec *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(rec.w).Hijack()
+	if err == nil {
+		rec.streamed = true
+	}
+	return conn, brw, err
+}
+
+// Unwrap lets [http.ResponseController] reach the real writer.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
+
+// response returns the recorded response, without unstored headers.
+func (rec *recorder) response() entry.Response {
+	status, h := rec.status, rec.snapshot
+	if status == 0 {
+		status, h = http.StatusOK, rec.header.Clone()
+	}
+	for _, k := range UnstoredHeaders {
+		delete(h, k)
+	}
+	delete(h, rec.cacheHeader)
+	return entry.Response{Status: status, Header: h, Body: rec.body}
+}
