@@ -40,7 +40,6 @@ type config struct {
 	cacheHeader  string
 }
 
-
 func defaultConfig() config {
 	return config{
 		policy:       defaultPolicy(),
