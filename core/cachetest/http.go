@@ -320,6 +320,38 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 	})
 
+	t.Run("ConcurrentWaitersNeverGetAPrivateResponse", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if n == 1 {
+				<-release // the leader: hold the others behind its fill
+			}
+			http.SetCookie(w, &http.Cookie{Name: "session", Value: fmt.Sprint("user-", n)})
+			fmt.Fprintf(w, "for user %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		const n = 20
+		got := make([]response, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { got[i] = do(t, h, "GET", "/r") })
+		}
+		for o.calls.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // let the others queue behind the fill
+		close(release)
+		wg.Wait()
+		seen := map[string]bool{}
+		for _, r := range got {
+			cookie := r.header.Get("Set-Cookie")
+			if seen[cookie] || !strings.Contains(cookie, "user-") || !strings.HasSuffix(r.body, strings.TrimPrefix(strings.Split(cookie, ";")[0], "session=user-")) {
+				t.Errorf("client got body %q with Set-Cookie %q: shared or mismatched", r.body, cookie)
+			}
+			seen[cookie] = true
+		}
+	})
+
 	t.Run("ConcurrentClientsOneOriginCall", func(t *testing.T) {
 		release := make(chan struct{})
 		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {

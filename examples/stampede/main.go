@@ -1,8 +1,13 @@
 // Command stampede shows what flightcache does to a thundering herd. It
-// runs several application instances, each with its own cache and Redis
-// client as if they were separate processes, fires concurrent requests at a
-// cold key across all of them, and compares three strategies: no cache,
-// in-process singleflight only, and flightcache.
+// starts several instances of one HTTP application on loopback, each with
+// its own cache and Redis client as if they were separate processes behind
+// a load balancer, fires concurrent requests at one cold URL across all of
+// them, and compares three strategies:
+//
+//   - no cache: every request renders the page;
+//   - in-process only: each instance has its own singleflight and cache
+//     (flightcache on a per-instance memory store), nothing shared;
+//   - flightcache: all instances share one Redis.
 //
 // Without -redis (or REDIS_URL) it starts an embedded Redis (miniredis) in
 // this process, so it runs on a machine with nothing installed.
@@ -12,9 +17,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
+	"net"
+	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -22,16 +31,16 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/nethttpmw"
 )
 
 func main() {
-	redisAddr := flag.String("redis", "", "Redis address host:port (default: $REDIS_URL, else an embedded Redis)")
+	redisAddr := flag.String("redis", "", "Redis address host:port or URL (default: $REDIS_URL, else an embedded Redis)")
 	instances := flag.Int("instances", 4, "application instances, each with its own cache and Redis client")
 	clients := flag.Int("clients", 400, "concurrent requests in the herd, spread over the instances")
-	originDelay := flag.Duration("origin", 200*time.Millisecond, "latency of the slow origin")
+	originDelay := flag.Duration("origin", 200*time.Millisecond, "latency of the slow origin handler")
 	flag.Parse()
 
 	addr, stop, err := redisAddress(*redisAddr)
@@ -40,13 +49,16 @@ func main() {
 	}
 	defer stop()
 
-	fmt.Printf("%d instances, %d concurrent requests on one cold key, origin latency %v, Redis %s\n\n",
+	fmt.Printf("%d instances, %d concurrent requests for one cold URL, origin latency %v, Redis %s\n\n",
 		*instances, *clients, *originDelay, addr)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "strategy\torigin calls\tdistinct bodies\tp50\tp99\terrors\t")
-	for _, s := range []strategy{noCache{}, &singleflightOnly{}, &flightcache{addr: addr}} {
-		r := run(s, *instances, *clients, *originDelay)
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%v\t%d\t\n", s.name(), r.originCalls, r.distinct,
+	for _, s := range []strategy{noCache, inProcessOnly, sharedRedis(addr)} {
+		r, err := run(s, *instances, *clients, *originDelay)
+		if err != nil {
+			log.Fatalf("%s: %v", s.name, err)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%v\t%d\t\n", s.name, r.originCalls, r.distinct,
 			r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.errors)
 	}
 	tw.Flush()
@@ -72,67 +84,28 @@ func redisAddress(flagAddr string) (string, func(), error) {
 	return mr.Addr(), mr.Close, nil
 }
 
-// A strategy serves one request for key on instance i.
-type strategy interface {
-	name() string
-	setup(instances int, key string)
-	get(ctx context.Context, i int, key string, origin func(context.Context) ([]byte, time.Duration, error)) ([]byte, error)
-	close()
+// A strategy wraps instance i's handler; the returned function releases
+// what it opened.
+type strategy struct {
+	name string
+	wrap func(ns string, h http.Handler) (http.Handler, func())
 }
 
-type noCache struct{}
+var noCache = strategy{"no cache", func(_ string, h http.Handler) (http.Handler, func()) {
+	return h, func() {}
+}}
 
-func (noCache) name() string      { return "no cache" }
-func (noCache) setup(int, string) {}
-func (noCache) close()            {}
-func (noCache) get(ctx context.Context, _ int, _ string, origin func(context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
-	b, _, err := origin(ctx)
-	return b, err
-}
+var inProcessOnly = strategy{"in-process singleflight + cache", func(ns string, h http.Handler) (http.Handler, func()) {
+	store := core.NewMemoryStore(0)
+	return nethttpmw.Wrap(h, core.New(store, core.WithNamespace(ns))), func() { store.Close() }
+}}
 
-type singleflightOnly struct{ groups []singleflight.Group }
-
-func (*singleflightOnly) name() string            { return "singleflight per instance" }
-func (s *singleflightOnly) setup(n int, _ string) { s.groups = make([]singleflight.Group, n) }
-func (*singleflightOnly) close()                  {}
-func (s *singleflightOnly) get(ctx context.Context, i int, key string, origin func(context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
-	v, err, _ := s.groups[i].Do(key, func() (any, error) {
-		b, _, err := origin(ctx)
-		return b, err
-	})
-	b, _ := v.([]byte)
-	return b, err
-}
-
-type flightcache struct {
-	addr    string
-	clients []*redis.Client
-	stores  []*core.RedisStore
-	caches  []*core.Cache
-}
-
-func (*flightcache) name() string { return "flightcache" }
-
-func (f *flightcache) setup(n int, _ string) {
-	ns := fmt.Sprintf("stampede-%d", time.Now().UnixNano())
-	for range n {
-		rdb := redis.NewClient(&redis.Options{Addr: f.addr, ContextTimeoutEnabled: true})
+func sharedRedis(addr string) strategy {
+	return strategy{"flightcache (shared Redis)", func(ns string, h http.Handler) (http.Handler, func()) {
+		rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 		store := core.NewRedisStore(rdb)
-		f.clients = append(f.clients, rdb)
-		f.stores = append(f.stores, store)
-		f.caches = append(f.caches, core.New(store, core.WithNamespace(ns), core.TTL(time.Minute)))
-	}
-}
-
-func (f *flightcache) close() {
-	for i := range f.stores {
-		f.stores[i].Close()
-		f.clients[i].Close()
-	}
-}
-
-func (f *flightcache) get(ctx context.Context, i int, key string, origin func(context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
-	return f.caches[i].Do(ctx, key, origin)
+		return nethttpmw.Wrap(h, core.New(store, core.WithNamespace(ns))), func() { store.Close(); rdb.Close() }
+	}}
 }
 
 type report struct {
@@ -142,22 +115,35 @@ type report struct {
 	errors      int
 }
 
-// run releases the herd at once and measures it.
-func run(s strategy, instances, clients int, delay time.Duration) report {
-	const key = "/reports/monthly"
-	s.setup(instances, key)
-	defer s.close()
+// run starts the instances, releases the herd at once and measures it.
+func run(s strategy, instances, clients int, delay time.Duration) (report, error) {
 	var calls atomic.Int64
-	origin := func(ctx context.Context) ([]byte, time.Duration, error) {
+	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := calls.Add(1)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+		time.Sleep(delay) // the expensive part: a slow query or remote call
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "monthly report, rendered by origin call #%d at %s\n", n, time.Now().Format(time.RFC3339Nano))
+	})
+
+	ns := fmt.Sprintf("stampede-%d", time.Now().UnixNano())
+	urls := make([]string, instances)
+	for i := range urls {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return report{}, err
 		}
-		return fmt.Appendf(nil, "report rendered by origin call #%d at %s", n, time.Now().Format(time.RFC3339Nano)), 0, nil
+		h, release := s.wrap(ns, origin)
+		srv := &http.Server{Handler: h}
+		go srv.Serve(l)
+		defer func() {
+			srv.Shutdown(context.Background())
+			release()
+		}()
+		urls[i] = "http://" + l.Addr().String()
 	}
 
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	defer client.CloseIdleConnections()
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	bodies := make([]string, clients)
@@ -165,10 +151,21 @@ func run(s strategy, instances, clients int, delay time.Duration) report {
 	errs := make([]error, clients)
 	for c := range clients {
 		wg.Go(func() {
+			req, _ := http.NewRequest("GET", urls[c%instances]+"/reports/monthly", nil)
+			req.Host = "reports.example" // one public name, as behind a load balancer
 			<-start
 			t0 := time.Now()
-			b, err := s.get(context.Background(), c%instances, key, origin)
-			latency[c], bodies[c], errs[c] = time.Since(t0), string(b), err
+			resp, err := client.Do(req)
+			if err == nil {
+				var b []byte
+				b, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				bodies[c] = string(b)
+			}
+			latency[c], errs[c] = time.Since(t0), err
 		})
 	}
 	close(start)
@@ -181,11 +178,11 @@ func run(s strategy, instances, clients int, delay time.Duration) report {
 			r.errors++
 			continue
 		}
-		seen[bodies[c]] = true
+		seen[strings.TrimSpace(bodies[c])] = true
 	}
 	r.distinct = len(seen)
 	slices.Sort(latency)
 	r.p50 = latency[len(latency)/2]
 	r.p99 = latency[min(len(latency)-1, len(latency)*99/100)]
-	return r
+	return r, nil
 }

@@ -1,0 +1,90 @@
+// Command nethttp is a small net/http service with a slow endpoint cached
+// by flightcache. Run several instances against one Redis and each product
+// is still rendered once per TTL across all of them:
+//
+//	go run ./examples/nethttp -listen 127.0.0.1:8082 -redis 127.0.0.1:6379
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/examples/internal/backend"
+	"github.com/flightcache/flightcache/nethttpmw"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8082", "address to serve on")
+	redisAddr := flag.String("redis", "", "Redis host:port or URL (default $REDIS_URL; none: in-process store)")
+	delay := flag.Duration("delay", 300*time.Millisecond, "latency of the slow product endpoint")
+	ttl := flag.Duration("ttl", time.Minute, "how long product pages stay cached")
+	name := flag.String("name", "", "instance name shown in responses (default: the listen address)")
+	namespace := flag.String("namespace", "example-nethttp", "cache key namespace in Redis")
+	flag.Parse()
+	if *name == "" {
+		*name = *listen
+	}
+
+	store, desc, closeStore, err := backend.Open(*redisAddr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer closeStore()
+	fmt.Fprintf(os.Stderr, "nethttp %s: caching in %s\n", *name, desc)
+	c := core.New(store, core.WithNamespace(*namespace), core.WithObserver(func(err error) {
+		log.Printf("cache (serving uncached): %v", err)
+	}))
+
+	var originCalls atomic.Int64
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /products/{id}", func(w http.ResponseWriter, r *http.Request) {
+		n := originCalls.Add(1)
+		select {
+		case <-time.After(*delay): // the expensive part: a slow query, a remote call
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"id": r.PathValue("id"), "rendered_by": *name, "origin_call": n,
+			"rendered_at": time.Now().Format(time.RFC3339Nano),
+		})
+	})
+	mux.HandleFunc("GET /admin/stats", func(w http.ResponseWriter, r *http.Request) {
+		s := c.Stats()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]int64{
+			"origin_calls": originCalls.Load(), "hits": s.Hits.Load(), "misses": s.Misses.Load(),
+			"collapsed": s.Collapsed.Load(), "waited": s.Waited.Load(), "commits": s.Commits.Load(),
+			"lost_commits": s.LostCommits.Load(), "errors": s.Errors.Load(),
+		})
+	})
+	handler := nethttpmw.Middleware(c, core.Routes(map[string][]core.RouteOption{
+		"GET /products/{id}": {core.TTL(*ttl), core.KeyQuery("lang")},
+		"GET /admin/*":       {core.NoCache()},
+	}))(mux)
+
+	srv := &http.Server{Addr: *listen, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	}()
+	fmt.Fprintf(os.Stderr, "nethttp %s: listening on http://%s/products/1\n", *name, *listen)
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
