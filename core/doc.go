@@ -28,6 +28,15 @@
 // [NewMemoryStore] gives the same behaviour within one process, without
 // Redis.
 //
+// # HTTP
+//
+// On top of the engine, [Route.Serve] caches HTTP responses: it derives the
+// key from the request, decides what may be stored (see the README's list of
+// defaults), records the handler's response, and replays stored responses
+// with an X-Cache header and Age. The adapter modules ginmw, echomw and
+// nethttpmw call it; a [Route] carries one middleware's policy, built from
+// [RouteOption] values such as [TTL], [KeyQuery] and [Routes].
+//
 // # Failure behaviour
 //
 // The cache fails open. When Redis is unreachable, slow beyond
