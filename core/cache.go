@@ -64,7 +64,13 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 	res, err := c.load(r.Context(), key, flight{
 		bound: true,
 		fetch: func(ctx context.Context) ([]byte, time.Duration, error) {
+			// Once the response streams, it belongs to this one client
+			// again: the recorder then ties the handler's context back
+			// to the client's, so a stream ends when its client leaves.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			rec := newRecorder(w, c.cfg.cacheHeader, p.maxBody)
+			rec.onStream = func() { context.AfterFunc(r.Context(), cancel) }
 			err := next(rec, r.WithContext(ctx))
 			if rec.streamed {
 				wrote = true

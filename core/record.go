@@ -29,7 +29,8 @@ type recorder struct {
 	snapshot http.Header // header at WriteHeader time
 	status   int
 	body     []byte
-	streamed bool // the response went to w as it was written
+	streamed bool   // the response went to w as it was written
+	onStream func() // called once when streaming starts; may be nil
 }
 
 var (
@@ -80,6 +81,9 @@ func (rec *recorder) stream() {
 		return
 	}
 	rec.streamed = true
+	if rec.onStream != nil {
+		rec.onStream()
+	}
 	if rec.status == 0 {
 		rec.WriteHeader(http.StatusOK)
 	}
@@ -111,7 +115,7 @@ func (rec *recorder) FlushError() error {
 func (rec *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(rec.w).Hijack()
 	if err == nil {
-		rec.streamed = true
+		rec.streamed = true // the connection is the handler's now
 	}
 	return conn, brw, err
 }

@@ -1,6 +1,7 @@
 package cachetest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -261,6 +262,33 @@ func TestHTTP(t *testing.T, d Driver) {
 		if first.body != "chunk one of 1;chunk two" || second.body != "chunk one of 2;chunk two" {
 			t.Errorf("streamed bodies %q, %q; want each client its own stream", first.body, second.body)
 		}
+	})
+
+	t.Run("StreamEndsWhenItsClientLeaves", func(t *testing.T) {
+		ended := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			defer close(ended)
+			fmt.Fprint(w, "event 1\n")
+			http.NewResponseController(w).Flush()
+			<-r.Context().Done() // a stream runs until its client leaves
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/r", nil).WithContext(ctx))
+		}()
+		for o.calls.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a streaming handler still ran 5s after its client left; its context must end with the client once it streams")
+		}
+		<-served
 	})
 
 	t.Run("PerRouteMiddleware", func(t *testing.T) {

@@ -1,0 +1,245 @@
+package ginmw_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/goleak"
+
+	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/core/cachetest"
+	"github.com/flightcache/flightcache/ginmw"
+)
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.TestMode)
+	goleak.VerifyTestMain(m)
+}
+
+func newServer(c *core.Cache, s cachetest.Server) http.Handler {
+	r := gin.New()
+	if s.Global != nil {
+		r.Use(ginmw.Cache(c, s.Global...))
+	}
+	for _, rt := range s.Routes {
+		handlers := []gin.HandlerFunc{gin.WrapF(rt.Handler)}
+		if rt.Cache != nil {
+			handlers = append([]gin.HandlerFunc{ginmw.Cache(c, rt.Cache...)}, handlers...)
+		}
+		// gin does not answer HEAD from a GET route.
+		r.GET(rt.Path, handlers...)
+		r.HEAD(rt.Path, handlers...)
+	}
+	return r
+}
+
+func TestHTTPSuite(t *testing.T) {
+	cachetest.TestHTTP(t, cachetest.Driver{New: newServer, Pattern: func(path string) string { return path }})
+}
+
+func newCache(t *testing.T, opts ...core.Option) *core.Cache {
+	t.Helper()
+	s := core.NewMemoryStore(0)
+	t.Cleanup(func() { s.Close() })
+	return core.New(s, opts...)
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func get(h http.Handler, target string) response {
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", target, nil))
+	return response{w.Code, w.Result().Header, w.Body.String()}
+}
+
+func TestHitSkipsLaterHandlers(t *testing.T) {
+	var after, handler atomic.Int64
+	r := gin.New()
+	r.Use(ginmw.Cache(newCache(t)), func(c *gin.Context) { after.Add(1) })
+	r.GET("/r", func(c *gin.Context) {
+		handler.Add(1)
+		c.String(http.StatusOK, "call %d", handler.Load())
+	})
+	first, second := get(r, "/r"), get(r, "/r")
+	if second.header.Get("X-Cache") != "HIT" || second.body != first.body {
+		t.Errorf("second response %q X-Cache %q, want the cached %q as a HIT", second.body, second.header.Get("X-Cache"), first.body)
+	}
+	if after.Load() != 1 || handler.Load() != 1 {
+		t.Errorf("after two requests the later middleware ran %d times and the handler %d, want 1 and 1", after.Load(), handler.Load())
+	}
+}
+
+func TestGroupAndRoute(t *testing.T) {
+	c := newCache(t)
+	var calls atomic.Int64
+	show := func(gc *gin.Context) { gc.String(http.StatusOK, "%s %d", gc.Param("id"), calls.Add(1)) }
+	r := gin.New()
+	api := r.Group("/api", ginmw.Cache(c))
+	api.GET("/items/:id", show)
+	r.GET("/p/:id", ginmw.Cache(c, core.TTL(10*time.Second)), show)
+	r.GET("/plain/:id", show)
+	for _, tc := range []struct {
+		name, target, want string
+	}{
+		{"group", "/api/items/1", "HIT"},
+		{"route", "/p/1", "HIT"},
+		{"uncached", "/plain/1", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, second := get(r, tc.target), get(r, tc.target)
+			if got := second.header.Get("X-Cache"); got != tc.want {
+				t.Errorf("GET %s twice: X-Cache %q, want %q", tc.target, got, tc.want)
+			}
+			if (tc.want == "HIT") != (first.body == second.body) {
+				t.Errorf("GET %s twice: bodies %q and %q", tc.target, first.body, second.body)
+			}
+		})
+	}
+}
+
+func TestRenderedResponsesReplay(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		render func(c *gin.Context, n int64)
+		status int
+		ctype  string
+		body   string
+	}{
+		{"JSON", func(c *gin.Context, n int64) { c.JSON(http.StatusOK, gin.H{"call": n}) },
+			200, "application/json; charset=utf-8", `{"call":1}`},
+		{"String", func(c *gin.Context, n int64) { c.String(http.StatusOK, "call %d", n) },
+			200, "text/plain; charset=utf-8", "call 1"},
+		{"StatusChangedBeforeBody", func(c *gin.Context, n int64) {
+			c.Status(http.StatusAccepted)
+			c.Data(http.StatusNonAuthoritativeInfo, "text/csv", fmt.Appendf(nil, "call,%d", n))
+		}, 203, "text/csv", "call,1"},
+		{"StatusOnly", func(c *gin.Context, n int64) { c.Status(http.StatusNonAuthoritativeInfo) },
+			203, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int64
+			r := gin.New()
+			r.Use(ginmw.Cache(newCache(t), core.Statuses(200, 203)))
+			r.GET("/r", func(c *gin.Context) { tc.render(c, calls.Add(1)) })
+			for i, want := range []string{"MISS", "HIT"} {
+				got := get(r, "/r")
+				if got.status != tc.status || got.body != tc.body || got.header.Get("Content-Type") != tc.ctype || got.header.Get("X-Cache") != want {
+					t.Errorf("request %d = %d %q Content-Type %q X-Cache %q, want %d %q Content-Type %q X-Cache %q", i+1,
+						got.status, got.body, got.header.Get("Content-Type"), got.header.Get("X-Cache"), tc.status, tc.body, tc.ctype, want)
+				}
+			}
+			if calls.Load() != 1 {
+				t.Errorf("handler ran %d times, want 1", calls.Load())
+			}
+		})
+	}
+}
+
+func TestRenderErrorNotStored(t *testing.T) {
+	var calls atomic.Int64
+	r := gin.New()
+	r.Use(ginmw.Cache(newCache(t)))
+	r.GET("/r", func(c *gin.Context) {
+		calls.Add(1)
+		c.JSON(http.StatusOK, make(chan int)) // does not marshal: gin records the error
+	})
+	get(r, "/r")
+	got := get(r, "/r")
+	if calls.Load() != 2 || got.header.Get("X-Cache") == "HIT" {
+		t.Errorf("after a failed render the handler ran %d times and the second X-Cache is %q, want 2 runs and no HIT", calls.Load(), got.header.Get("X-Cache"))
+	}
+}
+
+func TestLoggerSeesReplayedStatus(t *testing.T) {
+	type seen struct{ status, size int }
+	var logged []seen
+	r := gin.New()
+	r.Use(func(c *gin.Context) {
+		c.Next()
+		logged = append(logged, seen{c.Writer.Status(), c.Writer.Size()})
+	}, ginmw.Cache(newCache(t), core.Statuses(203)))
+	r.GET("/r", func(c *gin.Context) { c.String(http.StatusNonAuthoritativeInfo, "cached") })
+	get(r, "/r")
+	get(r, "/r")
+	want := seen{203, len("cached")}
+	if len(logged) != 2 || logged[0] != want || logged[1] != want {
+		t.Errorf("logger saw %v, want %v for the miss and the hit", logged, want)
+	}
+}
+
+func TestUnmatchedRoutePassesThrough(t *testing.T) {
+	r := gin.New()
+	r.Use(ginmw.Cache(newCache(t), core.Statuses(200, 404)))
+	r.GET("/r", func(c *gin.Context) { c.String(http.StatusOK, "here") })
+	for range 2 {
+		got := get(r, "/nowhere")
+		if got.status != 404 || got.body != "404 page not found" || got.header.Get("X-Cache") != "" {
+			t.Errorf("GET /nowhere = %d %q X-Cache %q, want gin's own 404 untouched", got.status, got.body, got.header.Get("X-Cache"))
+		}
+	}
+}
+
+func TestRecoveryAnswersEveryWaiter(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int64
+	r := gin.New()
+	r.Use(gin.RecoveryWithWriter(io.Discard), ginmw.Cache(newCache(t)))
+	r.GET("/r", func(c *gin.Context) {
+		calls.Add(1)
+		<-release
+		panic("origin exploded")
+	})
+	const n = 8
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { statuses[i] = get(r, "/r").status })
+	}
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // let the others queue behind the fill
+	close(release)
+	wg.Wait()
+	for i, s := range statuses {
+		if s != http.StatusInternalServerError {
+			t.Errorf("client %d got status %d, want 500 from gin.Recovery", i, s)
+		}
+	}
+	if calls.Load() != 1 {
+		t.Errorf("handler ran %d times, want 1 (the panic reaches every waiter)", calls.Load())
+	}
+	// The context went back to gin's pool in a usable state.
+	r.GET("/ok", func(c *gin.Context) { c.String(http.StatusOK, "fine") })
+	if got := get(r, "/ok"); got.status != 200 || got.body != "fine" {
+		t.Errorf("request after the panic = %d %q, want 200 fine", got.status, got.body)
+	}
+}
+
+func TestStreamingHandler(t *testing.T) {
+	var calls atomic.Int64
+	r := gin.New()
+	r.Use(ginmw.Cache(newCache(t)))
+	r.GET("/r", func(c *gin.Context) {
+		n := calls.Add(1)
+		c.Stream(func(w io.Writer) bool {
+			fmt.Fprintf(w, "event %d;", n)
+			return false
+		})
+	})
+	first, second := get(r, "/r"), get(r, "/r")
+	if first.body != "event 1;" || second.body != "event 2;" || second.header.Get("X-Cache") != "BYPASS" {
+		t.Errorf("streamed bodies %q then %q (X-Cache %q), want each client its own stream, BYPASS", first.body, second.body, second.header.Get("X-Cache"))
+	}
+}
