@@ -54,6 +54,11 @@ func New(store Store, opts ...Option) *Cache {
 	for _, o := range opts {
 		o.apply(&c.cfg)
 	}
+	if c.cfg.breakerFailures > 0 {
+		c.store = newBreakerStore(store, c.cfg.breakerFailures, c.cfg.breakerCooldown, func(err error) {
+			c.report(context.Background(), "breaker", "", err)
+		})
+	}
 	return c
 }
 
@@ -194,10 +199,10 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 	return r, nil
 }
 
-// lead runs one fill for this process.
+// lead runs one fill for this process, on a context detached from the
+// caller's: waiting is bounded by the wait timeout, the fetch by its own.
 func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc) (result, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.fetchTimeout)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	if c.cfg.noLock {
 		// Look again: a fill of this process that ended after our
 		// lookup, but before this one started, has already stored it.
@@ -276,8 +281,6 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 		case <-poll.C:
 		case <-deadline.C:
 			return c.fetch(ctx, key, fetch, nil)
-		case <-ctx.Done():
-			return result{}, fmt.Errorf("flightcache: wait for fill of %s: %w", key, ctx.Err())
 		}
 	}
 }
@@ -285,8 +288,10 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 // fetch calls the fetch function, keeping lock (if any) extended while it
 // runs, and commits the value.
 func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.fetchTimeout)
+	defer cancel()
 	stop := c.keepLocked(ctx, key, lock)
-	value, ttl, err := c.call(ctx, fetch)
+	value, ttl, err := c.call(fctx, fetch)
 	stop()
 	if err != nil {
 		return result{}, err
@@ -430,8 +435,12 @@ func (c *Cache) keepLocked(ctx context.Context, key string, lock Lock) (stop fun
 // report hands an absorbed store error to the observer. Errors caused by
 // the caller's own context ending are not the store's fault and are dropped.
 func (c *Cache) report(ctx context.Context, op, key string, err error) {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, errBreakerOpen) {
 		return
+	}
+	var ce *Error
+	if errors.As(err, &ce) && ce.Op == op {
+		err = ce.Err // already described
 	}
 	c.stats.Errors.Add(1)
 	if c.cfg.observer != nil {

@@ -15,6 +15,9 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	if e.Key == "" {
+		return fmt.Sprintf("flightcache: %s: %v", e.Op, e.Err)
+	}
 	return fmt.Sprintf("flightcache: %s %s: %v", e.Op, e.Key, e.Err)
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ var backends = []backend{
 	{"memory", openMemory},
 	{"miniredis", openMiniredis},
 	{"redis", openRealRedis},
+	{"cluster", openCluster},
 }
 
 func openMemory(t *testing.T) (func() core.Store, func(time.Duration), redis.UniversalClient) {
@@ -63,6 +65,61 @@ func realRedisAddr(t testing.TB) string {
 		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run the tests with ./scripts/test.sh, which starts redis-server, or use go test -short")
 	}
 	return addr
+}
+
+func openCluster(t *testing.T) (func() core.Store, func(time.Duration), redis.UniversalClient) {
+	addrs := clusterAddrs(t)
+	newStore := func() core.Store {
+		s := core.NewRedisStore(newClusterClient(t, addrs))
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	return newStore, time.Sleep, newClusterClient(t, addrs)
+}
+
+// clusterAddrs returns the seed addresses of the Redis Cluster the test
+// command started. Like [realRedisAddr], it fails without them unless the
+// tests run with -short.
+func clusterAddrs(t testing.TB) []string {
+	t.Helper()
+	addrs := os.Getenv("FLIGHTCACHE_REDIS_CLUSTER_ADDRS")
+	if addrs == "" {
+		if testing.Short() {
+			t.Skip("FLIGHTCACHE_REDIS_CLUSTER_ADDRS not set; skipped in -short mode")
+		}
+		t.Fatal("FLIGHTCACHE_REDIS_CLUSTER_ADDRS is not set: run the tests with ./scripts/test.sh, which starts a Redis Cluster, or use go test -short")
+	}
+	return strings.Split(addrs, ",")
+}
+
+// newClusterClient returns a client of the cluster at addrs: one
+// "process"'s connection to it.
+func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 addrs,
+		ContextTimeoutEnabled: true,
+	})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// keys returns the keys matching pattern. On a cluster it asks every
+// master: KEYS through a cluster client reaches one node only.
+func keys(ctx context.Context, rdb redis.UniversalClient, pattern string) ([]string, error) {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return rdb.Keys(ctx, pattern).Result()
+	}
+	var mu sync.Mutex // guards out; ForEachMaster calls its function concurrently
+	var out []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		found, err := node.Keys(ctx, pattern).Result()
+		mu.Lock()
+		out = append(out, found...)
+		mu.Unlock()
+		return err
+	})
+	return out, err
 }
 
 // redisStores returns a constructor of stores on addr, each with its own

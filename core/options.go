@@ -38,6 +38,9 @@ type config struct {
 	pollInterval time.Duration
 	noLock       bool
 	cacheHeader  string
+
+	breakerFailures int // 0: no breaker
+	breakerCooldown time.Duration
 }
 
 func defaultConfig() config {
@@ -50,6 +53,9 @@ func defaultConfig() config {
 		storeTimeout: 250 * time.Millisecond,
 		pollInterval: 250 * time.Millisecond,
 		cacheHeader:  "X-Cache",
+
+		breakerFailures: 5,
+		breakerCooldown: time.Second,
 	}
 }
 
@@ -144,4 +150,24 @@ func WithCacheHeader(name string) Option {
 		panic("flightcache: WithCacheHeader: empty name")
 	}
 	return optionFunc(func(c *config) { c.cacheHeader = http.CanonicalHeaderKey(name) })
+}
+
+// WithBreaker sets the store circuit breaker: after failures store errors
+// in a row it opens, and for cooldown every store call fails at once (the
+// cache serves from the origin, uncached) instead of waiting out the store
+// timeout; then a single probe call decides whether to close it again.
+// State changes are reported to the [Observer]. The default is 5 failures
+// and 1 second.
+func WithBreaker(failures int, cooldown time.Duration) Option {
+	if failures <= 0 {
+		panic(fmt.Sprintf("flightcache: WithBreaker(%d, ...): failures must be positive", failures))
+	}
+	positive("WithBreaker", cooldown)
+	return optionFunc(func(c *config) { c.breakerFailures, c.breakerCooldown = failures, cooldown })
+}
+
+// WithoutBreaker turns the store circuit breaker off: every request tries
+// the store, even while it keeps failing.
+func WithoutBreaker() Option {
+	return optionFunc(func(c *config) { c.breakerFailures = 0 })
 }

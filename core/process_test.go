@@ -18,9 +18,19 @@ import (
 	"github.com/flightcache/flightcache/core"
 )
 
-// childEnv switches the test binary into a stampede child process; its
-// value is the namespace the children share.
-const childEnv = "FLIGHTCACHE_TEST_CHILD_NS"
+// childEnv switches the test binary into a child process; its value is the
+// namespace the children share. childModeEnv says which child it is:
+// unset for a stampede process, or one of the modes below.
+const (
+	childEnv     = "FLIGHTCACHE_TEST_CHILD_NS"
+	childModeEnv = "FLIGHTCACHE_TEST_CHILD_MODE"
+)
+
+// Child modes of TestFillerKilledMidFetch.
+const (
+	modeFiller = "filler" // starts a fill that never ends
+	modeWaiter = "waiter" // a herd on the key the filler holds
+)
 
 const (
 	childProcs     = 4
@@ -46,22 +56,8 @@ func TestMultiProcessStampede(t *testing.T) {
 	outs := make([]bytes.Buffer, childProcs)
 	cmds := make([]*exec.Cmd, childProcs)
 	for i := range cmds {
-		cmd := exec.Command(exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), childEnv+"="+ns, "FLIGHTCACHE_REDIS_ADDR="+addr)
-		cmd.Stdout, cmd.Stderr = &outs[i], &outs[i]
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		cmds[i] = cmd
+		cmds[i] = startChild(t, exe, addr, ns, "", &outs[i])
 	}
-	defer func() {
-		for _, cmd := range cmds {
-			if cmd.ProcessState == nil {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}
-		}
-	}()
 
 	// Barrier: release the children together once all are ready.
 	deadline := time.Now().Add(30 * time.Second)
@@ -102,14 +98,142 @@ func TestMultiProcessStampede(t *testing.T) {
 	}
 }
 
-// runChild is one stampede process: it signals readiness, waits for the
-// go-ahead, runs childCallers concurrent Do calls and prints each result.
+// TestFillerKilledMidFetch kills (SIGKILL) a process in the middle of a
+// fill, while a herd in another process waits on its lock: the lock expires
+// without the dead filler extending it, one waiter takes it and fills, and
+// every waiter gets that value. The waiters' wait timeout is longer than the
+// test allows, so only the lock's expiry can free them.
+func TestFillerKilledMidFetch(t *testing.T) {
+	addr := realRedisAddr(t)
+	rdb := newClient(t, addr)
+	ns := fmt.Sprintf("kill%d-%d", os.Getpid(), time.Now().UnixNano())
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if keys, err := rdb.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+	})
+
+	var outA, outB bytes.Buffer
+	filler := startChild(t, exe, addr, ns, modeFiller, &outA)
+	waitUntil(t, "the filler to start its fetch", func() bool {
+		return rdb.Exists(ctx, ns+":started").Val() == 1
+	})
+	waiter := startChild(t, exe, addr, ns, modeWaiter, &outB)
+	waitUntil(t, "the waiters to miss", func() bool {
+		return rdb.Exists(ctx, ns+":waiting").Val() == 1
+	})
+	if locks, err := rdb.Keys(ctx, ns+":*:lock").Result(); err != nil || len(locks) != 1 {
+		t.Fatalf("lock keys before the kill = %q (%v), want the filler's one", locks, err)
+	}
+
+	if err := filler.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	filler.Wait() // reap it; the error is the SIGKILL
+
+	done := make(chan error, 1)
+	go func() { done <- waiter.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("waiter process: %v\n%s", err, outB.String())
+		}
+	case <-time.After(30 * time.Second):
+		waiter.Process.Kill()
+		<-done
+		t.Fatalf("waiters still stuck 30s after the filler was killed\n%s", outB.String())
+	}
+
+	var values []string
+	var finished time.Time
+	sc := bufio.NewScanner(&outB)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "RESULT "); ok {
+			values = append(values, v)
+		}
+		if v, ok := strings.CutPrefix(line, "DONE "); ok {
+			nanos, _ := strconv.ParseInt(v, 10, 64)
+			finished = time.Unix(0, nanos)
+		}
+	}
+	if len(values) != childCallers {
+		t.Fatalf("waiter process reported %d results, want %d\n%s", len(values), childCallers, outB.String())
+	}
+	if d := distinct(values); len(d) != 1 || d[0] != "filled-by-waiter" {
+		t.Errorf("waiters got %q, want only filled-by-waiter", d)
+	}
+	if n, err := rdb.Get(ctx, ns+":origin-calls").Int(); err != nil || n != 1 {
+		t.Errorf("waiter origin calls counted in Redis = %d (%v), want 1", n, err)
+	}
+	// The lock held the waiters off while the filler lived.
+	if at, err := rdb.Get(ctx, ns+":fetch-at").Int64(); err != nil || time.Unix(0, at).Before(killed) {
+		t.Errorf("waiter's fetch started at %v (%v), before the filler was killed at %v", time.Unix(0, at), err, killed)
+	}
+	t.Logf("waiters served %v after the filler was killed (lock expiry 1s)", finished.Sub(killed).Round(time.Millisecond))
+}
+
+// startChild runs the test binary as a child process in mode, writing its
+// output to out, and kills it (by its PID) at the end of the test if it is
+// still running.
+func startChild(t *testing.T, exe, addr, ns, mode string, out *bytes.Buffer) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+ns, childModeEnv+"="+mode, "FLIGHTCACHE_REDIS_ADDR="+addr)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+// waitUntil polls cond, the state of another process, for up to 30s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting 30s for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// runChild is one child process; it returns the exit code.
 func runChild() int {
 	ns := os.Getenv(childEnv)
 	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv("FLIGHTCACHE_REDIS_ADDR"), ContextTimeoutEnabled: true})
 	defer rdb.Close()
 	store := core.NewRedisStore(rdb)
 	defer store.Close()
+	switch mode := os.Getenv(childModeEnv); mode {
+	case "":
+		return runStampedeChild(ns, rdb, store)
+	case modeFiller:
+		return runFillerChild(ns, rdb, store)
+	case modeWaiter:
+		return runWaiterChild(ns, rdb, store)
+	default:
+		fmt.Printf("unknown %s %q\n", childModeEnv, mode)
+		return 2
+	}
+}
+
+// runStampedeChild is one stampede process: it signals readiness, waits for
+// the go-ahead, runs childCallers concurrent Do calls and prints each result.
+func runStampedeChild(ns string, rdb *redis.Client, store core.Store) int {
 	c := core.New(store, core.WithNamespace(ns), core.WithStoreTimeout(2*time.Second))
 	ctx := context.Background()
 
@@ -128,25 +252,85 @@ func runChild() int {
 		fmt.Println("go:", err)
 		return 1
 	}
+	if !doConcurrently(c, childCallers, fetch) {
+		return 1
+	}
+	return 0
+}
+
+// runFillerChild starts filling the cold key, with a 1s lock kept alive by
+// extension, and signals that its fetch started; the fetch then blocks until
+// the test kills the process (for a minute at most, so that a crashed test
+// leaves no process behind for long).
+func runFillerChild(ns string, rdb *redis.Client, store core.Store) int {
+	c := core.New(store, core.WithNamespace(ns), core.WithStoreTimeout(2*time.Second),
+		core.WithLockExpiry(time.Second))
+	_, err := c.Do(context.Background(), "cold", func(ctx context.Context) ([]byte, time.Duration, error) {
+		if err := rdb.Set(ctx, ns+":started", 1, 0).Err(); err != nil {
+			return nil, 0, err
+		}
+		time.Sleep(time.Minute)
+		return []byte("filled-by-filler"), 0, nil
+	})
+	fmt.Println("Do:", err)
+	return 1
+}
+
+// runWaiterChild runs childCallers concurrent Do calls on the key the
+// filler holds, signals once they have all missed, prints each result and
+// then the time they were all served.
+func runWaiterChild(ns string, rdb *redis.Client, store core.Store) int {
+	c := core.New(store, core.WithNamespace(ns), core.WithStoreTimeout(2*time.Second),
+		// Longer than the test waits: neither may end the wait.
+		core.WithWaitTimeout(time.Minute), core.WithFetchTimeout(time.Minute))
+	ctx := context.Background()
+	fetch := func(ctx context.Context) ([]byte, time.Duration, error) {
+		if err := rdb.Set(ctx, ns+":fetch-at", time.Now().UnixNano(), 0).Err(); err != nil {
+			return nil, 0, err
+		}
+		if err := rdb.Incr(ctx, ns+":origin-calls").Err(); err != nil {
+			return nil, 0, err
+		}
+		return []byte("filled-by-waiter"), 0, nil
+	}
+	missed := make(chan struct{})
+	go func() {
+		defer close(missed)
+		for c.Stats().Misses.Load() < childCallers {
+			time.Sleep(time.Millisecond)
+		}
+		if err := rdb.Set(ctx, ns+":waiting", 1, 0).Err(); err != nil {
+			fmt.Println("waiting:", err)
+		}
+	}()
+	ok := doConcurrently(c, childCallers, fetch)
+	<-missed
+	fmt.Printf("DONE %d\n", time.Now().UnixNano())
+	if !ok {
+		return 1
+	}
+	return 0
+}
+
+// doConcurrently runs n concurrent Do calls on the cold key and prints each
+// result; it reports whether they all succeeded.
+func doConcurrently(c *core.Cache, n int, fetch func(context.Context) ([]byte, time.Duration, error)) bool {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	failed := false
-	for range childCallers {
+	ok := true
+	for range n {
 		wg.Go(func() {
-			v, err := c.Do(ctx, "cold", fetch)
+			v, err := c.Do(context.Background(), "cold", fetch)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				fmt.Println("Do:", err)
-				failed = true
+				ok = false
 				return
 			}
 			fmt.Println("RESULT " + string(v))
 		})
 	}
 	wg.Wait()
-	if failed {
-		return 1
-	}
-	return 0
+	return ok
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 
@@ -50,12 +52,36 @@ var _ Store = (*RedisStore)(nil)
 
 var errClosed = errors.New("flightcache: store closed")
 
+// RedisStoreOption configures a [RedisStore].
+type RedisStoreOption func(*RedisStore)
+
+// WithLockNodes takes fill locks on independent Redis nodes instead of the
+// store's own client, with redsync's Redlock quorum: a lock is held when a
+// majority of the nodes granted it, so it keeps working with a minority
+// of them down. Give an odd number of nodes that fail independently (not
+// the replicas of one another). Values and notifications stay on the
+// store's client.
+func WithLockNodes(nodes ...redis.UniversalClient) RedisStoreOption {
+	if len(nodes) == 0 {
+		panic("flightcache: WithLockNodes: no nodes")
+	}
+	pools := make([]redsyncredis.Pool, len(nodes))
+	for i, n := range nodes {
+		pools[i] = goredis.NewPool(n)
+	}
+	return func(s *RedisStore) { s.rs = redsync.New(pools...) }
+}
+
 // NewRedisStore returns a store on rdb. It does no I/O.
-func NewRedisStore(rdb redis.UniversalClient) *RedisStore {
+func NewRedisStore(rdb redis.UniversalClient, opts ...RedisStoreOption) *RedisStore {
 	if rdb == nil {
 		panic("flightcache: NewRedisStore: nil client")
 	}
-	return &RedisStore{rdb: rdb, rs: redsync.New(goredis.NewPool(rdb))}
+	s := &RedisStore{rdb: rdb, rs: redsync.New(goredis.NewPool(rdb))}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Get implements [Store].
@@ -126,6 +152,11 @@ func (s *RedisStore) NewLock(key string, expiry time.Duration) Lock {
 	return &redisLock{m: s.rs.NewMutex(key+lockSuffix,
 		redsync.WithExpiry(expiry),
 		redsync.WithTries(1),
+		// redsync bounds each node call by expiry x this factor (0.05 by
+		// default: 10 ms for a short lock, less than a new cluster
+		// connection takes). The caller's context, WithStoreTimeout, is
+		// the bound that matters, so leave redsync a loose one.
+		redsync.WithTimeoutFactor(0.5),
 	)}
 }
 
@@ -212,16 +243,22 @@ func (l *redisLock) TryLock(ctx context.Context) error {
 
 func (l *redisLock) Extend(ctx context.Context) error {
 	ok, err := l.m.ExtendContext(ctx)
-	if !ok && err == nil {
-		err = redsync.ErrExtendFailed
-	}
-	return err
+	return lockLost(ok, err)
 }
 
 func (l *redisLock) Unlock(ctx context.Context) error {
 	ok, err := l.m.UnlockContext(ctx)
-	if !ok && err == nil {
-		err = redsync.ErrLockAlreadyExpired
+	return lockLost(ok, err)
+}
+
+// lockLost tells a lock that expired or was taken over (errLockLost: the
+// store answered) from a store that did not answer.
+func lockLost(ok bool, err error) error {
+	switch {
+	case ok:
+		return nil
+	case err == nil, errors.Is(err, redsync.ErrLockAlreadyExpired), errors.Is(err, redsync.ErrExtendFailed):
+		return fmt.Errorf("%w: %v", errLockLost, err)
 	}
 	return err
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole flightcache test suite: formatting, vet, every module built
 # on its own (GOWORK=off), and go test -race over every module against a
-# private redis-server that this script installs if needed, starts on a
-# loopback port, and stops at the end.
+# private redis-server and a private 3-master Redis Cluster that this script
+# installs if needed, starts on loopback ports, and stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,12 +18,16 @@ fi
 
 workdir=$(mktemp -d)
 redis_pid=""
+cluster_pids=() # the cluster nodes this script started
+cluster_ports=()
 cleanup() {
-	# Stop only the server this script started, by its PID.
-	if [ -n "$redis_pid" ] && kill -0 "$redis_pid" 2>/dev/null; then
-		kill "$redis_pid" 2>/dev/null || true
-		wait "$redis_pid" 2>/dev/null || true
-	fi
+	# Stop only the servers this script started, by their PIDs.
+	for pid in "$redis_pid" "${cluster_pids[@]}"; do
+		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+			kill "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		fi
+	done
 	rm -rf "$workdir"
 }
 trap cleanup EXIT INT TERM
@@ -49,6 +53,64 @@ if [ -z "$redis_pid" ]; then
 fi
 export FLIGHTCACHE_REDIS_ADDR="127.0.0.1:$port"
 log "redis-server $(redis-server --version | awk '{print $3}') on $FLIGHTCACHE_REDIS_ADDR (pid $redis_pid)"
+
+# start_cluster_node starts one cluster master on the first free loopback
+# port P in 20000-29999 whose bus port, P+10000, is free too (redis-server
+# exits if it cannot bind both). The node counts as started once the server
+# answering on P reports our PID, not some other server's.
+start_cluster_node() {
+	local p pid
+	for _ in $(seq 1 20); do
+		p=$((20000 + RANDOM % 10000))
+		redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+			--cluster-config-file "$workdir/nodes-$p.conf" --cluster-node-timeout 2000 \
+			--save "" --appendonly no --dir "$workdir" \
+			--logfile "$workdir/cluster-$p.log" >/dev/null 2>&1 &
+		pid=$!
+		cluster_pids+=("$pid")
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			if [ "$(redis-cli -p "$p" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$pid" ]; then
+				cluster_ports+=("$p")
+				return 0
+			fi
+			sleep 0.1
+		done
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		unset 'cluster_pids[-1]'
+	done
+	return 1
+}
+
+# Start a Redis Cluster of 3 masters for the tests that run on Cluster.
+for _ in 1 2 3; do
+	if ! start_cluster_node; then
+		echo "could not start a redis-server cluster node on a loopback port" >&2
+		exit 1
+	fi
+done
+if ! timeout 60 redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") \
+	--cluster-replicas 0 --cluster-yes >"$workdir/cluster-create.log" 2>&1; then
+	cat "$workdir/cluster-create.log" >&2
+	echo "redis-cli --cluster create failed" >&2
+	exit 1
+fi
+for p in "${cluster_ports[@]}"; do
+	state=""
+	for _ in $(seq 1 100); do
+		state=$(redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_state://p')
+		[ "$state" = ok ] && break
+		sleep 0.1
+	done
+	if [ "$state" != ok ]; then
+		echo "cluster node 127.0.0.1:$p is not ready (cluster_state:$state) after 10s" >&2
+		exit 1
+	fi
+done
+FLIGHTCACHE_REDIS_CLUSTER_ADDRS=$(printf '127.0.0.1:%s,' "${cluster_ports[@]}")
+export FLIGHTCACHE_REDIS_CLUSTER_ADDRS="${FLIGHTCACHE_REDIS_CLUSTER_ADDRS%,}"
+log "redis cluster of 3 masters on $FLIGHTCACHE_REDIS_CLUSTER_ADDRS (pids ${cluster_pids[*]})"
 
 modules=$(go list -m -f '{{.Dir}}')
 

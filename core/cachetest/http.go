@@ -291,6 +291,33 @@ func TestHTTP(t *testing.T, d Driver) {
 		<-served
 	})
 
+	t.Run("FillSurvivesItsClientLeaving", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			<-release
+			if r.Context().Err() != nil {
+				t.Errorf("the fill's handler saw its context end when its client left: %v", r.Context().Err())
+			}
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/r", nil).WithContext(ctx))
+		}()
+		for o.calls.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel() // the client that started the fill disconnects
+		close(release)
+		<-served
+		if got := do(t, h, "GET", "/r"); got.body != "call 1" || got.header.Get("X-Cache") != "HIT" {
+			t.Errorf("after the filling client left: %q (X-Cache %q), want the completed fill served as a HIT", got.body, got.header.Get("X-Cache"))
+		}
+	})
+
 	t.Run("PerRouteMiddleware", func(t *testing.T) {
 		cached, plain := &origin{}, &origin{}
 		h := d.New(newCache(t), Server{Routes: []Route{

@@ -30,6 +30,7 @@ func main() {
 	ttl := flag.Duration("ttl", time.Minute, "how long product pages stay cached")
 	name := flag.String("name", "", "instance name shown in responses (default: the listen address)")
 	namespace := flag.String("namespace", "example-nethttp", "cache key namespace in Redis")
+	storeTimeout := flag.Duration("store-timeout", 250*time.Millisecond, "bound on each Redis call before the cache serves uncached")
 	flag.Parse()
 	if *name == "" {
 		*name = *listen
@@ -41,7 +42,7 @@ func main() {
 	}
 	defer closeStore()
 	fmt.Fprintf(os.Stderr, "nethttp %s: caching in %s\n", *name, desc)
-	c := core.New(store, core.WithNamespace(*namespace), core.WithObserver(func(err error) {
+	c := core.New(store, core.WithNamespace(*namespace), core.WithStoreTimeout(*storeTimeout), core.WithObserver(func(err error) {
 		log.Printf("cache (serving uncached): %v", err)
 	}))
 

@@ -40,42 +40,9 @@ const (
 // URL across them: one origin call and one body, and the same again after
 // the TTL expires.
 func TestFleetServesOneBodyPerExpiry(t *testing.T) {
-	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
-	if addr == "" {
-		if testing.Short() {
-			t.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
-		}
-		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run ./scripts/test.sh, which starts redis-server")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := redisAddr(t)
 	ns := fmt.Sprintf("e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
-	urls := make([]string, processes)
-	for i := range urls {
-		port := freePort(t)
-		urls[i] = fmt.Sprintf("http://127.0.0.1:%d", port)
-		args := []string{"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-redis", addr, "-namespace", ns,
-			"-delay", "300ms", "-ttl", ttl.String(), "-name", fmt.Sprintf("p%d", i)}
-		cmd := exec.Command(exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), serverArgsEnv+"="+strings.Join(args, "\n"))
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { // stop the process we started, by its PID
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		})
-	}
+	urls := startFleet(t, processes, "-redis", addr, "-namespace", ns, "-delay", "300ms", "-ttl", ttl.String(), "-store-timeout", "2s")
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: herd}}
 	for _, u := range urls {
 		waitReady(t, client, u)
@@ -131,6 +98,63 @@ func stampede(t *testing.T, client *http.Client, urls []string, path string) str
 		t.Fatalf("%d clients got %d distinct bodies, want 1: %v", herd, len(distinct), distinct)
 	}
 	return bodies[0]
+}
+
+// redisAddr returns the redis-server the test command started; without one
+// the test fails, unless -short.
+func redisAddr(t *testing.T) string {
+	t.Helper()
+	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
+	if addr == "" {
+		if testing.Short() {
+			t.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
+		}
+		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run ./scripts/test.sh, which starts redis-server")
+	}
+	return addr
+}
+
+// startFleet runs the example server as n OS processes, named p0, p1, …,
+// each on a free loopback port with the given extra arguments, and returns
+// their base URLs. The processes are stopped at the end of the test.
+func startFleet(t *testing.T, n int, args ...string) []string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	urls := make([]string, n)
+	cmds := make([]*exec.Cmd, 0, n)
+	// Stop the processes we started, by their PIDs, all at once: each
+	// takes a moment to shut down.
+	t.Cleanup(func() {
+		for _, cmd := range cmds {
+			cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, cmd := range cmds {
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		}
+	})
+	for i := range urls {
+		port := freePort(t)
+		urls[i] = fmt.Sprintf("http://127.0.0.1:%d", port)
+		argv := append([]string{"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-name", fmt.Sprintf("p%d", i)}, args...)
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), serverArgsEnv+"="+strings.Join(argv, "\n"))
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return urls
 }
 
 func originCalls(t *testing.T, client *http.Client, urls []string) int64 {
