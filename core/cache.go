@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,9 +35,16 @@ import (
 func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
 	c := rt.c
 	p := rt.policyFor(pattern)
+	if unsafeMethod(r.Method) {
+		return rt.serveUnsafe(w, r, pattern, next)
+	}
 	key, ok := p.requestKey(r)
 	if !ok {
-		w.Header().Set(c.cfg.cacheHeader, "BYPASS")
+		fwd := "bypass"
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			fwd = "method"
+		}
+		c.mark(w.Header(), "BYPASS", "fwd="+fwd)
 		return next(w, r)
 	}
 	key = storeKey(c.cfg.namespace, key)
@@ -53,7 +59,7 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 				return nil
 			}
 		}
-		w.Header().Set(c.cfg.cacheHeader, "BYPASS")
+		c.mark(w.Header(), "BYPASS", "fwd=uri-miss")
 		return next(w, r)
 	}
 
@@ -71,7 +77,7 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 			defer cancel()
 			rec := newRecorder(w, c.cfg.cacheHeader, p.maxBody)
 			rec.onStream = func() { context.AfterFunc(r.Context(), cancel) }
-			err := next(rec, r.WithContext(ctx))
+			err := next(rec, fillRequest(r, ctx))
 			if rec.streamed {
 				wrote = true
 				return nil, NoStore, err
@@ -80,16 +86,16 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 				return nil, 0, err
 			}
 			resp := rec.response()
-			enc := entry.EncodeResponse(resp)
-			ttl, ok := p.storable(resp)
+			ttl, ok := p.storable(resp, time.Now())
 			if !ok {
-				return enc, NoStore, nil
+				return entry.EncodeResponse(resp), NoStore, nil
 			}
-			return enc, ttl, nil
+			withETag(resp)
+			return entry.EncodeResponse(resp), ttl, nil
 		},
 		alone: func(context.Context) (result, error) {
 			wrote = true
-			w.Header().Set(c.cfg.cacheHeader, "BYPASS")
+			c.mark(w.Header(), "BYPASS", "fwd=uri-miss")
 			return result{}, next(w, r)
 		},
 	})
@@ -102,30 +108,84 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 	resp, err := entry.DecodeResponse(res.value)
 	if err != nil {
 		c.report(r.Context(), "decode", key, err)
-		w.Header().Set(c.cfg.cacheHeader, "BYPASS")
+		c.mark(w.Header(), "BYPASS", "fwd=miss")
 		return next(w, r)
 	}
 	c.replay(w, r, resp, res)
 	return nil
 }
 
-// replay writes a stored response to w. resp is this request's own copy:
-// its header map is fresh from decoding, its body is only read.
+// fillRequest is the request a fill runs the handler with: on the fill's
+// detached context and without conditional headers, so that it produces
+// the full response every waiting request may be served (each request's
+// own conditions are then checked against it).
+func fillRequest(r *http.Request, ctx context.Context) *http.Request {
+	conditional := false
+	for _, h := range conditionalHeaders {
+		if _, ok := r.Header[h]; ok {
+			conditional = true
+		}
+	}
+	if !conditional {
+		return r.WithContext(ctx)
+	}
+	r = r.Clone(ctx)
+	for _, h := range conditionalHeaders {
+		r.Header.Del(h)
+	}
+	return r
+}
+
+// CacheStatusHeader is the RFC 9211 response header the cache sets beside
+// its simple cache header, under the cache name "flightcache".
+const CacheStatusHeader = "Cache-Status"
+
+// mark sets the simple cache header and the Cache-Status header.
+func (c *Cache) mark(h http.Header, simple, status string) {
+	h.Set(c.cfg.cacheHeader, simple)
+	h.Set(CacheStatusHeader, "flightcache; "+status)
+}
+
+// replay writes a stored response to w, or a 304 when r's conditions
+// match it. resp is this request's own copy: its header map is fresh from
+// decoding, its body is only read.
 func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Response, res result) {
 	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
+	stored := !res.storedAt.IsZero()
+	status := strconv.Itoa(resp.Status)
 	switch {
 	case res.source == fromFill && !res.shared:
-		h.Set(c.cfg.cacheHeader, "BYPASS")
+		c.mark(h, "BYPASS", "fwd=uri-miss; fwd-status="+status)
+	case res.source == fromFill && stored:
+		c.mark(h, "MISS", "fwd=uri-miss; fwd-status="+status+"; stored")
 	case res.source == fromFill:
-		h.Set(c.cfg.cacheHeader, "MISS")
+		c.mark(h, "MISS", "fwd=uri-miss; fwd-status="+status)
+	case res.source == fromCollapsed || res.source == fromWaited:
+		c.mark(h, "HIT", "fwd=uri-miss; collapsed")
 	default:
-		h.Set(c.cfg.cacheHeader, "HIT")
+		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
+		c.mark(h, "HIT", "hit; ttl="+strconv.FormatInt(max(ttl, 0), 10))
 	}
-	if !res.storedAt.IsZero() {
-		h.Set("Age", strconv.FormatInt(int64(max(0, time.Since(res.storedAt)/time.Second)), 10))
+	if stored {
+		// The age it had when stored (its own Age header) plus the time
+		// since: the same answer from every process.
+		age := initialAge(resp.Header) + max(0, time.Since(res.storedAt))
+		resp.Header.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+	}
+	if res.shared && notModified(r, resp) {
+		for _, k := range notModifiedHeaders {
+			if v, ok := resp.Header[k]; ok {
+				h[k] = v
+			}
+		}
+		if v, ok := resp.Header["Age"]; ok {
+			h["Age"] = v
+		}
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	for k, v := range resp.Header {
+		h[k] = v
 	}
 	if bodyAllowed(resp.Status) {
 		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
@@ -136,132 +196,84 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	}
 }
 
+// unsafeMethod reports whether a successful request with method changes
+// the resource, so that stored responses for its URL must go.
+func unsafeMethod(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// serveUnsafe passes an unsafe request through and, when the handler
+// answers 2xx or 3xx, deletes the stored entries for its URL and for the
+// same-host URLs in its Location and Content-Location headers, in the
+// shared store: every process stops serving them (RFC 9111, section 4.4).
+func (rt *Route) serveUnsafe(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
+	c := rt.c
+	c.mark(w.Header(), "BYPASS", "fwd=method")
+	sw := &statusWriter{ResponseWriter: w}
+	err := next(sw, r)
+	if sw.status < 200 || sw.status >= 400 {
+		return err
+	}
+	// The entries were stored under the GET route's policy: with method
+	// patterns ("POST /p/{id}") that is the "GET" pattern's.
+	p := rt.policyFor(pattern)
+	if rest, ok := strings.CutPrefix(pattern, r.Method+" "); ok {
+		p = rt.policyFor(http.MethodGet + " " + rest)
+	}
+	targets := []*url.URL{r.URL}
+	for _, name := range []string{"Location", "Content-Location"} {
+		if v := sw.Header().Get(name); v != "" {
+			if u, err := r.URL.Parse(v); err == nil && (u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
+				targets = append(targets, u)
+			}
+		}
+	}
+	for _, u := range targets {
+		target := *r
+		target.URL = u
+		key, ok := p.urlKey(&target)
+		if !ok {
+			continue
+		}
+		key = storeKey(c.cfg.namespace, key)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), c.cfg.storeTimeout)
+		if err := c.store.Delete(ctx, key); err != nil {
+			c.report(ctx, "invalidate", key, err)
+		}
+		cancel()
+	}
+	return err
+}
+
+// statusWriter notes the status a handler writes.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush passes through; [http.ResponseController] finds the rest by Unwrap.
+func (w *statusWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
-}
-
-// requestKey returns r's cache key under p, or false when r must bypass
-// the cache. The key frames every part with its length, so no choice of
-// path, parameter or header bytes can make two different requests' keys
-// equal.
-func (p *policy) requestKey(r *http.Request) (string, bool) {
-	if p.noCache || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-		return "", false
-	}
-	if p.skip != nil && p.skip(r) {
-		return "", false
-	}
-	if r.Header.Get("Range") != "" || r.Header.Get("Upgrade") != "" {
-		return "", false
-	}
-	for _, credential := range []string{"Authorization", "Cookie"} {
-		if _, ok := r.Header[credential]; ok && !slices.Contains(p.headerKeys, credential) {
-			return "", false
-		}
-	}
-	b := make([]byte, 0, 128)
-	b = appendField(b, "http1")
-	b = appendField(b, http.MethodGet) // HEAD shares GET's entry
-	if p.keyFunc != nil {
-		b = appendField(b, "func")
-		b = appendField(b, p.keyFunc(r))
-	} else {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		b = appendField(b, scheme)
-		b = appendField(b, strings.ToLower(r.Host))
-		b = appendField(b, r.URL.EscapedPath())
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			return "", false // a query the handler may read differently than we do
-		}
-		names := make([]string, 0, len(q))
-		for name := range q {
-			if (p.queryKeys == nil || slices.Contains(p.queryKeys, name)) && !slices.Contains(p.ignoreQuery, name) {
-				names = append(names, name)
-			}
-		}
-		slices.Sort(names)
-		b = appendCount(b, len(names))
-		for _, name := range names {
-			b = appendField(b, name)
-			b = appendCount(b, len(q[name]))
-			for _, v := range q[name] {
-				b = appendField(b, v)
-			}
-		}
-	}
-	for _, name := range p.headerKeys {
-		vs := r.Header.Values(name)
-		b = appendField(b, name)
-		b = appendCount(b, len(vs))
-		for _, v := range vs {
-			b = appendField(b, v)
-		}
-	}
-	return string(b), true
-}
-
-func appendCount(b []byte, n int) []byte {
-	return strconv.AppendInt(append(b, '#'), int64(n), 10)
-}
-
-func appendField(b []byte, s string) []byte {
-	b = appendCount(b, len(s))
-	return append(append(b, ':'), s...)
-}
-
-// storable decides whether a recorded response may be stored and shared,
-// and for how long.
-func (p *policy) storable(resp entry.Response) (time.Duration, bool) {
-	if !slices.Contains(p.statuses, resp.Status) {
-		return 0, false
-	}
-	if _, ok := resp.Header["Set-Cookie"]; ok {
-		return 0, false
-	}
-	for _, v := range resp.Header.Values("Vary") {
-		for name := range strings.SplitSeq(v, ",") {
-			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if name == "*" || (name != "" && !slices.Contains(p.headerKeys, name)) {
-				return 0, false // the response depends on a header the key ignores
-			}
-		}
-	}
-	ttl := p.ttl
-	maxAge, sMaxAge := -1, -1
-	for _, v := range resp.Header.Values("Cache-Control") {
-		for d := range strings.SplitSeq(v, ",") {
-			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
-			switch strings.ToLower(name) {
-			case "no-store", "no-cache", "private":
-				return 0, false
-			case "max-age":
-				maxAge = seconds(arg)
-			case "s-maxage":
-				sMaxAge = seconds(arg)
-			}
-		}
-	}
-	if sMaxAge < 0 {
-		sMaxAge = maxAge
-	}
-	switch {
-	case sMaxAge == 0:
-		return 0, false
-	case sMaxAge > 0 && !p.ignoreCacheControl:
-		ttl = time.Duration(sMaxAge) * time.Second
-	}
-	return ttl, true
-}
-
-// seconds parses a delta-seconds directive argument; -1 if malformed.
-func seconds(arg string) int {
-	n, err := strconv.Atoi(strings.Trim(arg, `"`))
-	if err != nil || n < 0 {
-		return -1
-	}
-	return min(n, 365*24*3600)
 }

@@ -99,6 +99,7 @@ const (
 	fromStore     source = iota // found by this caller's lookup
 	fromFill                    // this caller led the fill
 	fromCollapsed               // another caller's fill in this process
+	fromWaited                  // another process's fill, waited for
 	fromAlone                   // the caller fetched for itself, uncached
 )
 
@@ -231,6 +232,7 @@ func (c *Cache) fillLocked(ctx context.Context, key string, fetch fetchFunc, loc
 	if r, ok := c.lookup(ctx, key); ok {
 		c.unlock(ctx, key, lock)
 		c.stats.Waited.Add(1)
+		r.source = fromWaited
 		return r, nil
 	}
 	r, err := c.fetch(ctx, key, fetch, lock)
@@ -268,6 +270,7 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 		// wakes us. The same goes for a filler that gave up and unlocked.
 		if r, ok := c.lookup(ctx, key); ok {
 			c.stats.Waited.Add(1)
+			r.source = fromWaited
 			return r, nil
 		}
 		switch err := c.lock(ctx, key, lock); {

@@ -3,6 +3,11 @@ package core
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 )
 
 // storeKey maps a caller's key to the key the store sees:
@@ -19,4 +24,83 @@ func storeKey(namespace, key string) string {
 	b = base64.RawURLEncoding.AppendEncode(b, sum[:16])
 	b = append(b, '}')
 	return string(b)
+}
+
+// requestKey returns r's cache key under p, or false when r must bypass
+// the cache. The key frames every part with its length, so no choice of
+// path, parameter or header bytes can make two different requests' keys
+// equal.
+func (p *policy) requestKey(r *http.Request) (string, bool) {
+	if p.noCache || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		return "", false
+	}
+	if p.skip != nil && p.skip(r) {
+		return "", false
+	}
+	if r.Header.Get("Range") != "" || r.Header.Get("Upgrade") != "" {
+		return "", false
+	}
+	for _, credential := range []string{"Authorization", "Cookie"} {
+		if _, ok := r.Header[credential]; ok && !slices.Contains(p.headerKeys, credential) {
+			return "", false
+		}
+	}
+	return p.urlKey(r)
+}
+
+// urlKey is the key of a GET for r's URL, whatever r's method: the entry
+// a request for that URL would be served.
+func (p *policy) urlKey(r *http.Request) (string, bool) {
+	b := make([]byte, 0, 128)
+	b = appendField(b, "http1")
+	b = appendField(b, http.MethodGet) // HEAD shares GET's entry
+	if p.keyFunc != nil {
+		b = appendField(b, "func")
+		b = appendField(b, p.keyFunc(r))
+	} else {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		b = appendField(b, scheme)
+		b = appendField(b, strings.ToLower(r.Host))
+		b = appendField(b, r.URL.EscapedPath())
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return "", false // a query the handler may read differently than we do
+		}
+		names := make([]string, 0, len(q))
+		for name := range q {
+			if (p.queryKeys == nil || slices.Contains(p.queryKeys, name)) && !slices.Contains(p.ignoreQuery, name) {
+				names = append(names, name)
+			}
+		}
+		slices.Sort(names)
+		b = appendCount(b, len(names))
+		for _, name := range names {
+			b = appendField(b, name)
+			b = appendCount(b, len(q[name]))
+			for _, v := range q[name] {
+				b = appendField(b, v)
+			}
+		}
+	}
+	for _, name := range p.headerKeys {
+		vs := r.Header.Values(name)
+		b = appendField(b, name)
+		b = appendCount(b, len(vs))
+		for _, v := range vs {
+			b = appendField(b, v)
+		}
+	}
+	return string(b), true
+}
+
+func appendCount(b []byte, n int) []byte {
+	return strconv.AppendInt(append(b, '#'), int64(n), 10)
+}
+
+func appendField(b []byte, s string) []byte {
+	b = appendCount(b, len(s))
+	return append(append(b, ':'), s...)
 }

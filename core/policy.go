@@ -21,6 +21,7 @@ type policy struct {
 	keyFunc            func(*http.Request) string
 	skip               func(*http.Request) bool
 	ignoreCacheControl bool
+	explicitOnly       bool
 	table              map[string][]RouteOption
 }
 
@@ -45,8 +46,9 @@ func NoCache() RouteOption {
 	return routeOptionFunc(func(p *policy) { p.noCache = true })
 }
 
-// Statuses sets which response status codes may be stored. The default is
-// 200 only.
+// Statuses sets which response status codes may be stored with the
+// route's [TTL]. The default is 200 only. Codes in [HeuristicStatuses] are
+// also stored when the response states its own freshness.
 func Statuses(codes ...int) RouteOption {
 	for _, c := range codes {
 		if c < 100 || c > 999 {
@@ -110,6 +112,15 @@ func Skip(f func(r *http.Request) bool) RouteOption {
 // are still never stored.
 func IgnoreCacheControl() RouteOption {
 	return routeOptionFunc(func(p *policy) { p.ignoreCacheControl = true })
+}
+
+// ExplicitFreshnessOnly stores only responses that state their own
+// freshness (Cache-Control s-maxage or max-age, or Expires); the route's
+// [TTL] is never invented for one that does not. A generic caching proxy
+// in front of someone else's upstream wants this; an application caching
+// its own handlers usually does not.
+func ExplicitFreshnessOnly() RouteOption {
+	return routeOptionFunc(func(p *policy) { p.explicitOnly = true })
 }
 
 // Routes gives route patterns their own policy, read by one middleware for

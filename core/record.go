@@ -4,16 +4,18 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"strconv"
 
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
 
 // UnstoredHeaders are response header fields never stored with a response:
 // hop-by-hop fields (RFC 9110, section 7.6.1) and the fields the cache
-// sets itself when it replays one (Age and the cache header).
+// sets itself when it replays one (Cache-Status and the cache header). An
+// Age header is kept: it is the age the response had when it was stored.
 var UnstoredHeaders = []string{
 	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Age",
+	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Cache-Status",
 }
 
 // recorder buffers a handler's response so that it can be stored and
@@ -92,6 +94,7 @@ func (rec *recorder) stream() {
 		h[k] = v
 	}
 	h.Set(rec.cacheHeader, "BYPASS")
+	h.Set(CacheStatusHeader, "flightcache; fwd=uri-miss; fwd-status="+strconv.Itoa(rec.status))
 	rec.w.WriteHeader(rec.status)
 	if len(rec.body) > 0 {
 		rec.w.Write(rec.body)

@@ -36,6 +36,7 @@ func newServer(c *core.Cache, s cachetest.Server) http.Handler {
 		h := echo.WrapHandler(r.Handler)
 		e.GET(r.Path, h, mw...)
 		e.HEAD(r.Path, h, mw...)
+		e.POST(r.Path, h, mw...)
 	}
 	return e
 }

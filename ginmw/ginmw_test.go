@@ -36,6 +36,7 @@ func newServer(c *core.Cache, s cachetest.Server) http.Handler {
 		// gin does not answer HEAD from a GET route.
 		r.GET(rt.Path, handlers...)
 		r.HEAD(rt.Path, handlers...)
+		r.POST(rt.Path, handlers...)
 	}
 	return r
 }

@@ -34,6 +34,7 @@ func newServer(c *core.Cache, s cachetest.Server) http.Handler {
 			h = nethttpmw.Wrap(h, c, r.Cache...)
 		}
 		mux.Handle(pattern(r.Path), h)
+		mux.Handle("POST"+strings.TrimPrefix(pattern(r.Path), "GET"), h)
 	}
 	if s.Global == nil {
 		return mux

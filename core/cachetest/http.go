@@ -36,10 +36,10 @@ type Server struct {
 	Routes []Route
 }
 
-// Route is one GET route of a suite server.
+// Route is one route of a suite server.
 type Route struct {
 	Path    string             // gin/echo style; ":name" segments are parameters
-	Handler http.HandlerFunc   // registered for GET (and HEAD, which routers map to it)
+	Handler http.HandlerFunc   // registered for GET, HEAD and POST
 	Cache   []core.RouteOption // not nil: the adapter on this route alone
 }
 
@@ -315,6 +315,139 @@ func TestHTTP(t *testing.T, d Driver) {
 		<-served
 		if got := do(t, h, "GET", "/r"); got.body != "call 1" || got.header.Get("X-Cache") != "HIT" {
 			t.Errorf("after the filling client left: %q (X-Cache %q), want the completed fill served as a HIT", got.body, got.header.Get("X-Cache"))
+		}
+	})
+
+	t.Run("ConditionalRequestsGet304", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Last-Modified", "Tue, 03 Nov 2026 10:00:00 GMT")
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		first := do(t, h, "GET", "/r", "If-None-Match", `"stale"`) // the fill ignores the condition
+		etag := first.header.Get("ETag")
+		if first.status != 200 || etag == "" {
+			t.Fatalf("first response %d with ETag %q, want 200 with a computed ETag", first.status, etag)
+		}
+		if got := do(t, h, "GET", "/r", "If-None-Match", etag); got.status != 304 || got.body != "" || got.header.Get("ETag") != etag {
+			t.Errorf("If-None-Match: %s = %d %q ETag %q, want 304 without a body", etag, got.status, got.body, got.header.Get("ETag"))
+		}
+		if got := do(t, h, "GET", "/r", "If-None-Match", `W/"other", `+etag); got.status != 304 {
+			t.Errorf("If-None-Match with a list = %d, want 304", got.status)
+		}
+		if got := do(t, h, "GET", "/r", "If-None-Match", `"other"`); got.status != 200 || got.body != "call 1" {
+			t.Errorf("non-matching If-None-Match = %d %q, want the stored 200", got.status, got.body)
+		}
+		if got := do(t, h, "GET", "/r", "If-Modified-Since", "Wed, 04 Nov 2026 10:00:00 GMT"); got.status != 304 {
+			t.Errorf("If-Modified-Since after Last-Modified = %d, want 304", got.status)
+		}
+		if got := do(t, h, "GET", "/r", "If-Modified-Since", "Mon, 02 Nov 2026 10:00:00 GMT"); got.status != 200 {
+			t.Errorf("If-Modified-Since before Last-Modified = %d, want 200", got.status)
+		}
+		if o.calls.Load() != 1 {
+			t.Errorf("origin called %d times, want 1", o.calls.Load())
+		}
+	})
+
+	t.Run("UnsafeMethodInvalidates", func(t *testing.T) {
+		var version atomic.Int64
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if r.Method == http.MethodPost {
+				if r.URL.Query().Get("fail") != "" {
+					w.WriteHeader(http.StatusBadRequest)
+					return
+				}
+				version.Add(1)
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			fmt.Fprintf(w, "version %d", version.Load())
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		do(t, h, "POST", "/r?fail=1") // a failed change invalidates nothing
+		if got := do(t, h, "GET", "/r"); got.header.Get("X-Cache") != "HIT" {
+			t.Errorf("after a failed POST X-Cache = %q, want HIT", got.header.Get("X-Cache"))
+		}
+		if got := do(t, h, "POST", "/r"); got.status != 204 || got.header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("POST = %d X-Cache %q, want 204 BYPASS", got.status, got.header.Get("X-Cache"))
+		}
+		if got := do(t, h, "GET", "/r"); got.body != "version 1" || got.header.Get("X-Cache") != "MISS" {
+			t.Errorf("GET after POST = %q (X-Cache %q), want a fresh version 1", got.body, got.header.Get("X-Cache"))
+		}
+	})
+
+	t.Run("ExplicitFreshness", func(t *testing.T) {
+		for _, tc := range []struct {
+			name   string
+			status int
+			header []string
+			stored bool
+		}{
+			{"ExpiresFuture", 200, []string{"Expires", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}, true},
+			{"ExpiresPast", 200, []string{"Expires", "Thu, 01 Jan 2015 00:00:00 GMT"}, false},
+			{"ExpiresInvalid", 200, []string{"Expires", "0"}, false},
+			{"404WithMaxAge", 404, []string{"Cache-Control", "max-age=60"}, true},
+			{"404WithoutFreshness", 404, nil, false},
+			{"500WithMaxAge", 500, []string{"Cache-Control", "max-age=60"}, false},
+			{"AgeUsedUp", 200, []string{"Cache-Control", "max-age=60", "Age", "100"}, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+					for i := 0; i+1 < len(tc.header); i += 2 {
+						w.Header().Set(tc.header[i], tc.header[i+1])
+					}
+					w.WriteHeader(tc.status)
+					fmt.Fprintf(w, "call %d", n)
+				}}
+				h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+				do(t, h, "GET", "/r")
+				got := do(t, h, "GET", "/r")
+				if stored := got.body == "call 1"; stored != tc.stored {
+					t.Errorf("%d %v: second response %q, stored = %v, want %v", tc.status, tc.header, got.body, stored, tc.stored)
+				}
+			})
+		}
+	})
+
+	t.Run("AgeIncludesUpstreamAge", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "max-age=3600")
+			w.Header().Set("Age", "30")
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		got := do(t, h, "GET", "/r")
+		if age := got.header.Get("Age"); age != "30" && age != "31" {
+			t.Errorf("Age = %q, want the 30s it arrived with", age)
+		}
+	})
+
+	t.Run("CacheStatus", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		for _, want := range []string{"flightcache; fwd=uri-miss; fwd-status=200; stored", "flightcache; hit; ttl="} {
+			if got := do(t, h, "GET", "/r").header.Get("Cache-Status"); !strings.HasPrefix(got, want) {
+				t.Errorf("Cache-Status = %q, want %q...", got, want)
+			}
+		}
+		if got := do(t, h, "GET", "/r", "Authorization", "x").header.Get("Cache-Status"); got != "flightcache; fwd=bypass" {
+			t.Errorf("Cache-Status of a credentialed request = %q, want fwd=bypass", got)
+		}
+	})
+
+	t.Run("RequestNoCacheCannotForceOriginCalls", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Go(func() { do(t, h, "GET", "/r", "Cache-Control", "no-cache", "Pragma", "no-cache") })
+		}
+		wg.Wait()
+		if n := o.calls.Load(); n != 1 {
+			t.Errorf("100 requests with Cache-Control: no-cache made %d origin calls, want 1", n)
 		}
 	})
 

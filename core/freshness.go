@@ -1,0 +1,191 @@
+package core
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
+)
+
+// HeuristicStatuses are the status codes RFC 9110 (section 15.1) lets a
+// cache store without being told: a response with one of them is stored
+// when it carries explicit freshness (s-maxage, max-age or Expires), even
+// if the route's [Statuses] do not list it. Other codes (206, 5xx, ...) are
+// stored only when listed.
+var HeuristicStatuses = []int{200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501}
+
+// cacheControl is a parsed Cache-Control header.
+type cacheControl struct {
+	noStore, noCache, private, public, mustRevalidate bool
+	maxAge, sMaxAge                                   int // -1: absent
+}
+
+func parseCacheControl(h http.Header) cacheControl {
+	cc := cacheControl{maxAge: -1, sMaxAge: -1}
+	for _, v := range h.Values("Cache-Control") {
+		for d := range strings.SplitSeq(v, ",") {
+			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
+			switch strings.ToLower(name) {
+			case "no-store":
+				cc.noStore = true
+			case "no-cache":
+				cc.noCache = true
+			case "private":
+				cc.private = true
+			case "public":
+				cc.public = true
+			case "must-revalidate", "proxy-revalidate":
+				cc.mustRevalidate = true
+			case "max-age":
+				cc.maxAge = seconds(arg, cc.maxAge)
+			case "s-maxage":
+				cc.sMaxAge = seconds(arg, cc.sMaxAge)
+			}
+		}
+	}
+	return cc
+}
+
+// seconds parses a delta-seconds argument. A malformed one counts as 0
+// (stale at once, RFC 9111 section 1.2.2); a repeated directive keeps the
+// smallest value.
+func seconds(arg string, prev int) int {
+	n, err := strconv.Atoi(strings.Trim(arg, `"`))
+	if err != nil || n < 0 {
+		n = 0
+	}
+	n = min(n, 365*24*3600)
+	if prev >= 0 {
+		n = min(n, prev)
+	}
+	return n
+}
+
+// explicitFreshness returns the freshness lifetime the response states:
+// s-maxage, else max-age, else Expires minus Date; false if it states none.
+func explicitFreshness(h http.Header, cc cacheControl, now time.Time) (time.Duration, bool) {
+	switch {
+	case cc.sMaxAge >= 0:
+		return time.Duration(cc.sMaxAge) * time.Second, true
+	case cc.maxAge >= 0:
+		return time.Duration(cc.maxAge) * time.Second, true
+	}
+	exp := h.Values("Expires")
+	if len(exp) == 0 {
+		return 0, false
+	}
+	expires, err := http.ParseTime(exp[0])
+	if err != nil || len(exp) > 1 {
+		return 0, true // an invalid Expires means already expired
+	}
+	date := now
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		date = d
+	}
+	return expires.Sub(date), true
+}
+
+// initialAge is the age the response had when it arrived (its Age header).
+func initialAge(h http.Header) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(h.Get("Age")))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+// storable decides whether a recorded response may be stored and shared,
+// and for how long it stays fresh from now.
+func (p *policy) storable(resp entry.Response, now time.Time) (time.Duration, bool) {
+	listed := slices.Contains(p.statuses, resp.Status)
+	if !listed && !slices.Contains(HeuristicStatuses, resp.Status) {
+		return 0, false
+	}
+	if _, ok := resp.Header["Set-Cookie"]; ok {
+		return 0, false
+	}
+	for _, v := range resp.Header.Values("Vary") {
+		for name := range strings.SplitSeq(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if name == "*" || (name != "" && !slices.Contains(p.headerKeys, name)) {
+				return 0, false // the response depends on a header the key ignores
+			}
+		}
+	}
+	cc := parseCacheControl(resp.Header)
+	if cc.noStore || cc.noCache || cc.private {
+		return 0, false
+	}
+	ttl, explicit := explicitFreshness(resp.Header, cc, now)
+	switch {
+	case explicit && p.ignoreCacheControl:
+		if ttl <= 0 {
+			return 0, false
+		}
+		ttl = p.ttl
+	case explicit:
+	case !listed || p.explicitOnly:
+		return 0, false // no freshness stated, and none the route may give
+	default:
+		ttl = p.ttl
+	}
+	ttl -= initialAge(resp.Header)
+	return ttl, ttl > 0
+}
+
+// withETag gives a stored 200 without a validator an ETag computed from
+// its body: the same in every process, so conditional requests work
+// whichever instance answers them.
+func withETag(resp entry.Response) {
+	if resp.Status != http.StatusOK || resp.Header.Get("ETag") != "" {
+		return
+	}
+	sum := sha256.Sum256(resp.Body)
+	resp.Header.Set("ETag", `"fc-`+base64.RawURLEncoding.EncodeToString(sum[:16])+`"`)
+}
+
+// notModified reports whether r's conditional headers match the stored
+// response, so that a 304 may answer it (RFC 9110, section 13.2.2).
+func notModified(r *http.Request, resp entry.Response) bool {
+	if resp.Status != http.StatusOK {
+		return false
+	}
+	if inm := r.Header.Values("If-None-Match"); len(inm) > 0 {
+		etag := resp.Header.Get("ETag")
+		for _, v := range inm {
+			for tag := range strings.SplitSeq(v, ",") {
+				tag = strings.TrimSpace(tag)
+				if tag == "*" || (etag != "" && weakEqual(tag, etag)) {
+					return true
+				}
+			}
+		}
+		return false // If-Modified-Since is ignored when If-None-Match is sent
+	}
+	ims, err := http.ParseTime(r.Header.Get("If-Modified-Since"))
+	if err != nil {
+		return false
+	}
+	lm, err := http.ParseTime(resp.Header.Get("Last-Modified"))
+	if err != nil {
+		return false
+	}
+	return !lm.After(ims)
+}
+
+func weakEqual(a, b string) bool {
+	return strings.TrimPrefix(a, "W/") == strings.TrimPrefix(b, "W/")
+}
+
+// notModifiedHeaders are the stored header fields a 304 repeats
+// (RFC 9110, section 15.4.5), in canonical form.
+var notModifiedHeaders = []string{"Cache-Control", "Content-Location", "Date", "Etag", "Expires", "Last-Modified", "Vary"}
+
+// conditionalHeaders are stripped from the request that fills the cache,
+// so that it stores the full response every request may be served.
+var conditionalHeaders = []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"}
