@@ -40,13 +40,35 @@ func (p *policy) requestKey(r *http.Request) (string, bool) {
 	if r.Header.Get("Range") != "" || r.Header.Get("Upgrade") != "" {
 		return "", false
 	}
-	for _, credential := range []string{"Authorization", "Cookie"} {
-		if _, ok := r.Header[credential]; ok && !slices.Contains(p.headerKeys, credential) {
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		return "", false // a "fat GET": its body is not in the key
+	}
+	for _, name := range BypassHeaders {
+		if _, ok := r.Header[name]; ok && !slices.Contains(p.headerKeys, name) {
 			return "", false
 		}
 	}
 	return p.urlKey(r)
 }
+
+// BypassHeaders are request headers that make a request bypass the cache
+// unless the route keys on them ([KeyHeaders]): credentials, whose
+// responses are personal, and headers that override the host, URL or
+// method a handler sees, which an attacker would send to get a response
+// built from them stored for everyone (cache poisoning). Forwarded is
+// among them because it can carry host= and proto=; behind a proxy that
+// sets it on every request, key on it or strip it before the cache.
+var BypassHeaders = []string{
+	"Authorization", "Cookie",
+	"Forwarded", "X-Forwarded-Host", "X-Host", "X-Forwarded-Server", "X-Original-Url", "X-Rewrite-Url",
+	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+}
+
+// KeyedHeaders are request headers that are always part of the key: a
+// proxy in front sets them the same way for every client, so clean
+// requests still share entries, while a client that forges one gets an
+// entry of its own instead of poisoning the shared one.
+var KeyedHeaders = []string{"X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl"}
 
 // urlKey is the key of a GET for r's URL, whatever r's method: the entry
 // a request for that URL would be served.
@@ -81,6 +103,15 @@ func (p *policy) urlKey(r *http.Request) (string, bool) {
 			b = appendField(b, name)
 			b = appendCount(b, len(q[name]))
 			for _, v := range q[name] {
+				b = appendField(b, v)
+			}
+		}
+	}
+	for _, name := range KeyedHeaders {
+		if vs := r.Header.Values(name); len(vs) > 0 {
+			b = appendField(b, name)
+			b = appendCount(b, len(vs))
+			for _, v := range vs {
 				b = appendField(b, v)
 			}
 		}

@@ -451,6 +451,8 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 	})
 
+	t.Run("Security", func(t *testing.T) { testSecurity(t, d) })
+
 	t.Run("PerRouteMiddleware", func(t *testing.T) {
 		cached, plain := &origin{}, &origin{}
 		h := d.New(newCache(t), Server{Routes: []Route{
@@ -571,6 +573,105 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 		if got := o.calls.Load(); got != 1 {
 			t.Errorf("origin called %d times, want 1", got)
+		}
+	})
+}
+
+// reflector is a handler that, like many real ones, builds its response
+// from request parts the cache key may not cover.
+func reflector(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("Cache-Control", "public, max-age=600")
+	fmt.Fprintf(w, "host=%s xfh=%s proto=%s override=%s query=%s body=%s",
+		r.Host, r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-Proto"),
+		r.Header.Get("X-HTTP-Method-Override"), r.URL.RawQuery, body)
+}
+
+func testSecurity(t *testing.T, d Driver) {
+	const evil = "evil.example"
+	poison := []struct {
+		name   string
+		target string
+		clean  string
+		header []string
+		body   string
+	}{
+		{"X-Forwarded-Host", "/r", "/r", []string{"X-Forwarded-Host", evil}, ""},
+		{"X-Host", "/r", "/r", []string{"X-Host", evil}, ""},
+		{"Forwarded", "/r", "/r", []string{"Forwarded", "host=" + evil}, ""},
+		{"X-Forwarded-Proto", "/r", "/r", []string{"X-Forwarded-Proto", evil}, ""},
+		{"MethodOverride", "/r", "/r", []string{"X-HTTP-Method-Override", evil}, ""},
+		{"X-Original-URL", "/r", "/r", []string{"X-Original-URL", "/" + evil}, ""},
+		{"FatGET", "/r", "/r", nil, evil},
+		{"ParameterCloaking", "/r?a=1;a=" + evil, "/r?a=1", nil, ""},
+		{"DuplicateParameter", "/r?a=1&a=" + evil, "/r?a=1", nil, ""},
+		{"EncodedPath", "/r%3F" + evil, "/r", nil, ""},
+	}
+	for _, tc := range poison {
+		t.Run("Poisoning"+tc.name, func(t *testing.T) {
+			h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/r", Handler: reflector}}})
+			// The attacker goes first, on a cold key.
+			req := httptest.NewRequest("GET", tc.target, strings.NewReader(tc.body))
+			if tc.body == "" {
+				req = httptest.NewRequest("GET", tc.target, nil)
+			}
+			for i := 0; i+1 < len(tc.header); i += 2 {
+				req.Header.Set(tc.header[i], tc.header[i+1])
+			}
+			h.ServeHTTP(httptest.NewRecorder(), req)
+			for range 2 {
+				if got := do(t, h, "GET", tc.clean); strings.Contains(got.body, evil) {
+					t.Fatalf("a clean request for %s got the attacker's response: %q", tc.clean, got.body)
+				}
+			}
+		})
+	}
+
+	t.Run("DeceptionPersonalNeverShared", func(t *testing.T) {
+		personal := func(w http.ResponseWriter, r *http.Request) {
+			user := "anonymous"
+			if c, err := r.Cookie("session"); err == nil {
+				user = c.Value
+			}
+			w.Header().Set("Cache-Control", "public, max-age=600") // a careless handler
+			fmt.Fprintf(w, "profile of %s", user)
+		}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/account/profile.css", Handler: personal}}})
+		if got := do(t, h, "GET", "/account/profile.css", "Cookie", "session=alice"); got.body != "profile of alice" {
+			t.Fatalf("victim got %q", got.body)
+		}
+		if got := do(t, h, "GET", "/account/profile.css"); strings.Contains(got.body, "alice") {
+			t.Errorf("an anonymous request for a static-looking URL got the victim's page: %q", got.body)
+		}
+	})
+
+	t.Run("ErrorsCausedByTheRequestNotStored", func(t *testing.T) {
+		fragile := func(w http.ResponseWriter, r *http.Request) {
+			if len(r.Header.Get("X-Junk")) > 100 {
+				w.Header().Set("Cache-Control", "max-age=600")
+				http.Error(w, "header too large", http.StatusRequestHeaderFieldsTooLarge)
+				return
+			}
+			fmt.Fprint(w, "fine")
+		}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/r", Handler: fragile}}})
+		do(t, h, "GET", "/r", "X-Junk", strings.Repeat("x", 4096))
+		if got := do(t, h, "GET", "/r"); got.status != 200 || got.body != "fine" {
+			t.Errorf("after an attacker's oversized header, a clean request got %d %q, want 200 fine", got.status, got.body)
+		}
+	})
+
+	t.Run("DebugHeadersHideKeysAndTokens", func(t *testing.T) {
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/r", Handler: reflector}}})
+		for range 2 {
+			got := do(t, h, "GET", "/r?token=s3cr3t-t0ken")
+			for name, vs := range got.header {
+				for _, v := range vs {
+					if name != "Content-Type" && strings.Contains(v, "s3cr3t") {
+						t.Errorf("response header %s: %q exposes the request's token", name, v)
+					}
+				}
+			}
 		}
 	})
 }
