@@ -169,7 +169,8 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	if stored {
 		// The age it had when stored (its own Age header) plus the time
 		// since: the same answer from every process.
-		age := initialAge(resp.Header) + max(0, time.Since(res.storedAt))
+		age, _ := initialAge(resp.Header) // valid: it was stored
+		age += max(0, time.Since(res.storedAt))
 		resp.Header.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
 	}
 	if res.shared && notModified(r, resp) {
@@ -198,15 +199,18 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 
 // unsafeMethod reports whether a successful request with method changes
 // the resource, so that stored responses for its URL must go.
+// Methods the cache does not know (M-SEARCH, PURGE, ...) count as unsafe,
+// as RFC 9111 section 4.4 asks.
 func unsafeMethod(method string) bool {
 	switch method {
-	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-		return true
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodConnect:
+		return false
 	}
-	return false
+	return true
 }
 
-// serveUnsafe passes an unsafe request through and, when the handler
+// serveUnsafe passes an unsafe request (POST, PUT, PATCH, DELETE or an
+// unknown method) through and, when the handler
 // answers 2xx or 3xx, deletes the stored entries for its URL and for the
 // same-host URLs in its Location and Content-Location headers, in the
 // shared store: every process stops serving them (RFC 9111, section 4.4).

@@ -66,6 +66,29 @@ func seconds(arg string, prev int) int {
 	return n
 }
 
+// surrogateControl parses Surrogate-Control, whose directives may carry a
+// ";target" suffix; the cache takes every directive as addressed to it.
+func surrogateControl(h http.Header) (cacheControl, bool) {
+	vs := h.Values("Surrogate-Control")
+	if len(vs) == 0 {
+		return cacheControl{}, false
+	}
+	sc := cacheControl{maxAge: -1, sMaxAge: -1}
+	for _, v := range vs {
+		for d := range strings.SplitSeq(v, ",") {
+			d, _, _ = strings.Cut(strings.TrimSpace(d), ";")
+			name, arg, _ := strings.Cut(d, "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "no-store":
+				sc.noStore = true
+			case "max-age":
+				sc.maxAge = seconds(arg, sc.maxAge)
+			}
+		}
+	}
+	return sc, true
+}
+
 // explicitFreshness returns the freshness lifetime the response states:
 // s-maxage, else max-age, else Expires minus Date; false if it states none.
 func explicitFreshness(h http.Header, cc cacheControl, now time.Time) (time.Duration, bool) {
@@ -90,13 +113,23 @@ func explicitFreshness(h http.Header, cc cacheControl, now time.Time) (time.Dura
 	return expires.Sub(date), true
 }
 
-// initialAge is the age the response had when it arrived (its Age header).
-func initialAge(h http.Header) time.Duration {
-	n, err := strconv.Atoi(strings.TrimSpace(h.Get("Age")))
-	if err != nil || n < 0 {
-		return 0
+// initialAge is the age the response had when it arrived: its Age header,
+// which must be one field line of digits. Anything else — a second line,
+// a sign, a fraction, a parameter — makes ok false, and the response is
+// not stored: its age is unknown, and not storing is always allowed.
+func initialAge(h http.Header) (age time.Duration, ok bool) {
+	vs := h.Values("Age")
+	switch {
+	case len(vs) == 0:
+		return 0, true
+	case len(vs) > 1 || vs[0] == "" || strings.Trim(vs[0], "0123456789") != "":
+		return 0, false
 	}
-	return time.Duration(n) * time.Second
+	n, err := strconv.ParseInt(vs[0], 10, 64)
+	if err != nil {
+		n = 1 << 31 // too old to tell: "2147483648" in RFC 9111's words
+	}
+	return time.Duration(min(n, 1<<31)) * time.Second, true
 }
 
 // storable decides whether a recorded response may be stored and shared,
@@ -118,6 +151,17 @@ func (p *policy) storable(resp entry.Response, now time.Time) (time.Duration, bo
 		}
 	}
 	cc := parseCacheControl(resp.Header)
+	if sc, ok := surrogateControl(resp.Header); ok {
+		// Addressed to gateway caches like this one, it overrides
+		// Cache-Control (Edge Architecture 1.0).
+		if sc.noStore {
+			return 0, false
+		}
+		if sc.maxAge >= 0 {
+			cc.sMaxAge = sc.maxAge
+			cc.noStore, cc.noCache, cc.private = false, false, false
+		}
+	}
 	if cc.noStore || cc.noCache || cc.private {
 		return 0, false
 	}
@@ -134,8 +178,9 @@ func (p *policy) storable(resp entry.Response, now time.Time) (time.Duration, bo
 	default:
 		ttl = p.ttl
 	}
-	ttl -= initialAge(resp.Header)
-	return ttl, ttl > 0
+	age, ok := initialAge(resp.Header)
+	ttl -= age
+	return ttl, ok && ttl > 0
 }
 
 // withETag gives a stored 200 without a validator an ETag computed from

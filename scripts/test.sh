@@ -133,6 +133,17 @@ done
 log "go test -race"
 go test -race -count=1 -timeout 8m $(for m in $modules; do echo "$m/..."; done)
 
+log "HTTP cache conformance (http-cache-tests 0.4.5 through examples/proxy on Redis)"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+	log "installing nodejs, npm and curl"
+	sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo="sudo"
+	$sudo apt-get update
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y nodejs npm curl
+fi
+# The recorded number: fewer required passes than this fails the build.
+FLIGHTCACHE_CONFORMANCE_MIN_REQUIRED=133 ./scripts/conformance.sh
+
 log "fuzz smoke"
 go test -run '^$' -fuzz '^FuzzDecodeEntry$' -fuzztime 10s ./core/internal/entry
 

@@ -391,6 +391,9 @@ func TestHTTP(t *testing.T, d Driver) {
 			{"404WithoutFreshness", 404, nil, false},
 			{"500WithMaxAge", 500, []string{"Cache-Control", "max-age=60"}, false},
 			{"AgeUsedUp", 200, []string{"Cache-Control", "max-age=60", "Age", "100"}, false},
+			{"AgeMalformed", 200, []string{"Cache-Control", "max-age=60", "Age", "7.5"}, false},
+			{"SurrogateNoStore", 200, []string{"Cache-Control", "max-age=60", "Surrogate-Control", "no-store"}, false},
+			{"SurrogateMaxAge", 200, []string{"Cache-Control", "no-store", "Surrogate-Control", "max-age=60"}, true},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
