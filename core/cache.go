@@ -69,7 +69,11 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 	var wrote bool
 	res, err := c.load(r.Context(), key, flight{
 		bound: true,
-		fetch: func(ctx context.Context) ([]byte, time.Duration, error) {
+		fetch: func(ctx context.Context, stale []byte) ([]byte, time.Duration, time.Duration, error) {
+			// A stale stored response with the upstream's validators is
+			// revalidated: the fill asks conditionally, and a 304
+			// freshens the stored response instead of replacing it.
+			old, validated := revalidation(stale)
 			// Once the response streams, it belongs to this one client
 			// again: the recorder then ties the handler's context back
 			// to the client's, so a stream ends when its client leaves.
@@ -77,21 +81,28 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 			defer cancel()
 			rec := newRecorder(w, c.cfg.cacheHeader, p.maxBody)
 			rec.onStream = func() { context.AfterFunc(r.Context(), cancel) }
-			err := next(rec, fillRequest(r, ctx))
+			err := next(rec, fillRequest(r, ctx, old.Header, validated))
 			if rec.streamed {
 				wrote = true
-				return nil, NoStore, err
+				return nil, NoStore, 0, err
 			}
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, 0, err
 			}
 			resp := rec.response()
+			if resp.Status == http.StatusNotModified && validated {
+				resp = freshen(old, resp.Header)
+			}
 			ttl, ok := p.storable(resp, time.Now())
 			if !ok {
-				return entry.EncodeResponse(resp), NoStore, nil
+				return entry.EncodeResponse(resp), NoStore, 0, nil
+			}
+			keep := time.Duration(0)
+			if hasValidators(resp.Header) {
+				keep = min(max(ttl, time.Minute), time.Hour) // room to revalidate
 			}
 			withETag(resp)
-			return entry.EncodeResponse(resp), ttl, nil
+			return entry.EncodeResponse(resp), ttl, keep, nil
 		},
 		alone: func(context.Context) (result, error) {
 			wrote = true
@@ -116,11 +127,12 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 }
 
 // fillRequest is the request a fill runs the handler with: on the fill's
-// detached context and without conditional headers, so that it produces
-// the full response every waiting request may be served (each request's
-// own conditions are then checked against it).
-func fillRequest(r *http.Request, ctx context.Context) *http.Request {
-	conditional := false
+// detached context and without the client's conditional headers, so that
+// it produces the full response every waiting request may be served (each
+// request's own conditions are then checked against it). When a stale
+// entry is being revalidated, it carries that entry's validators instead.
+func fillRequest(r *http.Request, ctx context.Context, stale http.Header, validated bool) *http.Request {
+	conditional := validated
 	for _, h := range conditionalHeaders {
 		if _, ok := r.Header[h]; ok {
 			conditional = true
@@ -132,6 +144,14 @@ func fillRequest(r *http.Request, ctx context.Context) *http.Request {
 	r = r.Clone(ctx)
 	for _, h := range conditionalHeaders {
 		r.Header.Del(h)
+	}
+	if validated {
+		if etag := stale.Get("Etag"); etag != "" && !computedETag(etag) {
+			r.Header.Set("If-None-Match", etag)
+		}
+		if lm := stale.Get("Last-Modified"); lm != "" {
+			r.Header.Set("If-Modified-Since", lm)
+		}
 	}
 	return r
 }

@@ -82,7 +82,10 @@ func (c *Cache) Stats() *Stats { return &c.stats }
 // slice may be shared with other callers and must not be modified.
 func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
 	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), flight{
-		fetch: fetch,
+		fetch: func(ctx context.Context, _ []byte) ([]byte, time.Duration, time.Duration, error) {
+			v, ttl, err := fetch(ctx)
+			return v, ttl, 0, err
+		},
 		alone: func(ctx context.Context) (result, error) {
 			c.stats.Fetches.Add(1)
 			value, _, err := fetch(ctx)
@@ -112,7 +115,10 @@ type result struct {
 	source   source
 }
 
-type fetchFunc = func(ctx context.Context) ([]byte, time.Duration, error)
+// fetchFunc is the engine's fetch: given the stale entry's value, if the
+// store still holds one past its freshness (to revalidate), it returns the
+// value, its freshness lifetime, and how long to keep it stored after that.
+type fetchFunc = func(ctx context.Context, stale []byte) (value []byte, ttl, keep time.Duration, err error)
 
 // flight describes one caller's way to fill a key.
 type flight struct {
@@ -207,10 +213,11 @@ func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc) (result, 
 	if c.cfg.noLock {
 		// Look again: a fill of this process that ended after our
 		// lookup, but before this one started, has already stored it.
-		if r, ok := c.lookup(ctx, key); ok {
+		r, ok := c.lookup(ctx, key)
+		if ok {
 			return r, nil
 		}
-		return c.fetch(ctx, key, fetch, nil)
+		return c.fetch(ctx, key, fetch, nil, r.value)
 	}
 	lock := c.store.NewLock(key, c.cfg.lockExpiry)
 	switch err := c.lock(ctx, key, lock); {
@@ -220,7 +227,7 @@ func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc) (result, 
 		return c.wait(ctx, key, fetch, lock)
 	default:
 		// The store is unreachable (already reported): fail open.
-		return c.fetch(ctx, key, fetch, nil)
+		return c.fetch(ctx, key, fetch, nil, nil)
 	}
 }
 
@@ -229,13 +236,14 @@ func (c *Cache) fillLocked(ctx context.Context, key string, fetch fetchFunc, loc
 	// Look again. Our lookup missed before we held the lock; in between,
 	// another process may have taken the lock, committed and released it.
 	// Without this recheck that interleaving calls the origin twice.
-	if r, ok := c.lookup(ctx, key); ok {
+	r, ok := c.lookup(ctx, key)
+	if ok {
 		c.unlock(ctx, key, lock)
 		c.stats.Waited.Add(1)
 		r.source = fromWaited
 		return r, nil
 	}
-	r, err := c.fetch(ctx, key, fetch, lock)
+	r, err := c.fetch(ctx, key, fetch, lock, r.value)
 	c.unlock(ctx, key, lock)
 	if err != nil || r.storedAt.IsZero() {
 		// Nothing was committed, so no commit notification went out: wake
@@ -264,37 +272,40 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 	defer deadline.Stop()
 	poll := time.NewTicker(c.cfg.pollInterval)
 	defer poll.Stop()
+	var stale []byte
 	for {
 		// Subscribed first, then look: a commit that landed between our
 		// failed TryLock and Subscribe is found here, and one after it
 		// wakes us. The same goes for a filler that gave up and unlocked.
-		if r, ok := c.lookup(ctx, key); ok {
+		r, ok := c.lookup(ctx, key)
+		if ok {
 			c.stats.Waited.Add(1)
 			r.source = fromWaited
 			return r, nil
 		}
+		stale = r.value
 		switch err := c.lock(ctx, key, lock); {
 		case err == nil:
 			return c.fillLocked(ctx, key, fetch, lock)
 		case !errors.Is(err, ErrLockHeld):
-			return c.fetch(ctx, key, fetch, nil)
+			return c.fetch(ctx, key, fetch, nil, stale)
 		}
 		select {
 		case <-woken:
 		case <-poll.C:
 		case <-deadline.C:
-			return c.fetch(ctx, key, fetch, nil)
+			return c.fetch(ctx, key, fetch, nil, stale)
 		}
 	}
 }
 
 // fetch calls the fetch function, keeping lock (if any) extended while it
 // runs, and commits the value.
-func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock, stale []byte) (result, error) {
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.fetchTimeout)
 	defer cancel()
 	stop := c.keepLocked(ctx, key, lock)
-	value, ttl, err := c.call(fctx, fetch)
+	value, ttl, keep, err := c.call(fctx, fetch, stale)
 	stop()
 	if err != nil {
 		return result{}, err
@@ -305,30 +316,30 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	if ttl == 0 {
 		ttl = c.cfg.policy.ttl
 	}
-	return c.commit(ctx, key, value, ttl), nil
+	return c.commit(ctx, key, value, ttl, keep), nil
 }
 
 // call runs fetch once, turning a panic into a *panicError for every caller.
-func (c *Cache) call(ctx context.Context, fetch fetchFunc) (value []byte, ttl time.Duration, err error) {
+func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (value []byte, ttl, keep time.Duration, err error) {
 	c.stats.Fetches.Add(1)
 	defer func() {
 		if v := recover(); v != nil {
 			err = &panicError{value: v, stack: debug.Stack()}
 		}
 	}()
-	return fetch(ctx)
+	return fetch(ctx, stale)
 }
 
 // commit stores value with SET NX. The first commit wins: on a lost race
 // it returns the stored value instead of ours, so that every process
 // serves the same bytes. A store failure leaves the value uncached.
-func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl time.Duration) result {
+func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep time.Duration) result {
 	now := time.UnixMilli(time.Now().UnixMilli()) // the precision stored
 	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
 	enc := entry.Encode(now, ttl, value)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
-	stored, won, err := c.store.SetNX(sctx, key, enc, ttl)
+	stored, won, err := c.store.SetNX(sctx, key, enc, ttl+keep)
 	if err != nil {
 		c.report(ctx, "commit", key, err)
 		mine.storedAt = time.Time{}
@@ -338,25 +349,41 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl time.D
 		c.stats.Commits.Add(1)
 		return mine
 	}
-	c.stats.LostCommits.Add(1)
 	e, err := entry.Decode(stored)
-	if err == nil {
+	switch {
+	case err == nil && fresh(e):
+		c.stats.LostCommits.Add(1)
 		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
+	case err != nil:
+		c.report(ctx, "decode", key, err)
 	}
-	// The key holds something we cannot read (corrupt or foreign). Replace
-	// it, unless someone changed it meanwhile; then serve our own value.
-	c.report(ctx, "decode", key, err)
-	ok, err := c.store.Replace(sctx, key, stored, enc, ttl)
+	// The key holds something we cannot read (corrupt or foreign), or a
+	// stale entry kept for revalidation: replace it, unless someone
+	// changed it meanwhile.
+	ok, err := c.store.Replace(sctx, key, stored, enc, ttl+keep)
 	if err != nil {
 		c.report(ctx, "replace", key, err)
 	}
-	if !ok {
-		mine.storedAt = time.Time{}
+	if ok {
+		c.stats.Commits.Add(1)
+		return mine
 	}
+	// Another process replaced it first: serve its value, as SET NX would.
+	if r, ok := c.lookup(ctx, key); ok {
+		c.stats.LostCommits.Add(1)
+		r.source = fromFill
+		return r
+	}
+	mine.storedAt = time.Time{}
 	return mine
 }
 
-// lookup reads and decodes key's entry; anything but a readable entry is a miss.
+// fresh reports whether an entry is still within its freshness lifetime.
+// Entries are kept past it only for revalidation.
+func fresh(e entry.Entry) bool { return time.Now().Before(e.Expires()) }
+
+// lookup reads and decodes key's entry; anything but a readable, fresh
+// entry is a miss. For a stale one, the returned result holds its value.
 func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
@@ -372,7 +399,9 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 		c.report(ctx, "decode", key, err)
 		return result{}, false
 	}
-	return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}, true
+	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}
+	// A stale entry is a miss whose value the fill may revalidate.
+	return r, fresh(e)
 }
 
 // lock tries key's lock once; a store failure is reported and returned.

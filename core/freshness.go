@@ -191,7 +191,50 @@ func withETag(resp entry.Response) {
 		return
 	}
 	sum := sha256.Sum256(resp.Body)
-	resp.Header.Set("ETag", `"fc-`+base64.RawURLEncoding.EncodeToString(sum[:16])+`"`)
+	resp.Header.Set("ETag", `"`+computedETagPrefix+base64.RawURLEncoding.EncodeToString(sum[:16])+`"`)
+}
+
+const computedETagPrefix = "fc-"
+
+// computedETag reports whether etag is one the cache made up (withETag),
+// which the upstream would not recognise.
+func computedETag(etag string) bool {
+	return strings.HasPrefix(strings.TrimPrefix(etag, "W/"), `"`+computedETagPrefix)
+}
+
+// hasValidators reports whether a response carries the upstream's own
+// validators, so that it can be revalidated once stale.
+func hasValidators(h http.Header) bool {
+	etag := h.Get("Etag")
+	return (etag != "" && !computedETag(etag)) || h.Get("Last-Modified") != ""
+}
+
+// revalidation decodes a stale stored response and reports whether it can
+// be revalidated.
+func revalidation(stale []byte) (entry.Response, bool) {
+	if stale == nil {
+		return entry.Response{}, false
+	}
+	old, err := entry.DecodeResponse(stale)
+	if err != nil || old.Status != http.StatusOK || !hasValidators(old.Header) {
+		return entry.Response{}, false
+	}
+	return old, true
+}
+
+// keptOn304 are stored header fields a 304 does not replace: they
+// describe the stored representation's bytes, which the 304 did not send.
+var keptOn304 = []string{"Content-Length", "Content-Encoding", "Content-Md5", "Content-Range", "Etag"}
+
+// freshen updates a stored response with the header fields of the 304
+// that validated it (RFC 9111, section 4.3.4).
+func freshen(old entry.Response, h http.Header) entry.Response {
+	for k, v := range h {
+		if !slices.Contains(keptOn304, k) && !slices.Contains(UnstoredHeaders, k) {
+			old.Header[k] = v
+		}
+	}
+	return old
 }
 
 // notModified reports whether r's conditional headers match the stored

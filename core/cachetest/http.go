@@ -413,6 +413,32 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 	})
 
+	t.Run("StaleEntryIsRevalidated", func(t *testing.T) {
+		var conditional atomic.Int64
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "max-age=1")
+			w.Header().Set("ETag", `"v1"`)
+			w.Header().Set("X-Served", fmt.Sprint("call-", n))
+			if r.Header.Get("If-None-Match") == `"v1"` {
+				conditional.Add(1)
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			fmt.Fprint(w, "the body")
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		time.Sleep(1100 * time.Millisecond) // let it go stale
+		got := do(t, h, "GET", "/r")
+		if conditional.Load() != 1 || got.status != 200 || got.body != "the body" || got.header.Get("X-Served") != "call-2" {
+			t.Errorf("after revalidation: %d %q X-Served %q (%d conditional origin calls), want 200 with the stored body, the 304's headers, 1 conditional call",
+				got.status, got.body, got.header.Get("X-Served"), conditional.Load())
+		}
+		if got := do(t, h, "GET", "/r"); got.header.Get("X-Cache") != "HIT" || got.body != "the body" {
+			t.Errorf("after revalidation the entry is %q (X-Cache %q), want a fresh HIT", got.body, got.header.Get("X-Cache"))
+		}
+	})
+
 	t.Run("AgeIncludesUpstreamAge", func(t *testing.T) {
 		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
 			w.Header().Set("Cache-Control", "max-age=3600")
