@@ -18,8 +18,14 @@ import (
 // NoStore, returned as the TTL by a fetch function, means the value is for
 // the caller whose fetch produced it alone: it is neither stored nor handed
 // to other callers waiting on the same fill, each of which runs its own
-// fetch instead.
+// fetch instead. The key is then marked uncacheable for [PassTTL]: callers
+// in every process fetch for themselves at once, in parallel, instead of
+// queueing behind a lock for a value that will not be shared.
 const NoStore time.Duration = -1
+
+// PassTTL is how long a key whose fetch returned [NoStore] stays marked
+// uncacheable.
+const PassTTL = 5 * time.Second
 
 // Cache fills values once across every process that shares its [Store].
 // Create it with [New]; the zero value is not usable. A Cache is safe for
@@ -112,6 +118,7 @@ type result struct {
 	storedAt time.Time     // when the value was committed; zero if it is not stored
 	ttl      time.Duration // freshness lifetime
 	shared   bool          // other callers may be served this value
+	pass     bool          // the key is marked uncacheable; value is nil
 	source   source
 }
 
@@ -149,11 +156,17 @@ const (
 // recheck, fetch, commit and notify, or wait for another process's fill.
 func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) {
 	for {
-		if r, ok := c.lookup(ctx, key); ok {
+		r, ok := c.lookup(ctx, key)
+		if ok {
 			c.stats.Hits.Add(1)
 			return r, nil
 		}
 		c.stats.Misses.Add(1)
+		if r.pass {
+			r, err := f.alone(ctx)
+			r.source = fromAlone
+			return r, err
+		}
 		r, err := c.join(ctx, key, f)
 		if err == errLeaderLeft {
 			continue
@@ -283,6 +296,10 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 			r.source = fromWaited
 			return r, nil
 		}
+		if r.pass {
+			// The filler found the value uncacheable: stop queueing.
+			return c.fetch(ctx, key, fetch, nil, nil)
+		}
 		stale = r.value
 		switch err := c.lock(ctx, key, lock); {
 		case err == nil:
@@ -311,6 +328,7 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 		return result{}, err
 	}
 	if ttl < 0 {
+		c.markPass(ctx, key)
 		return result{value: value, source: fromFill}, nil
 	}
 	if ttl == 0 {
@@ -351,15 +369,15 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	}
 	e, err := entry.Decode(stored)
 	switch {
-	case err == nil && fresh(e):
+	case err == nil && fresh(e) && e.Kind == entry.KindValue:
 		c.stats.LostCommits.Add(1)
 		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
 	case err != nil:
 		c.report(ctx, "decode", key, err)
 	}
-	// The key holds something we cannot read (corrupt or foreign), or a
-	// stale entry kept for revalidation: replace it, unless someone
-	// changed it meanwhile.
+	// The key holds something we cannot read (corrupt or foreign), a
+	// stale entry kept for revalidation, or an uncacheable marker from an
+	// earlier response: replace it, unless someone changed it meanwhile.
 	ok, err := c.store.Replace(sctx, key, stored, enc, ttl+keep)
 	if err != nil {
 		c.report(ctx, "replace", key, err)
@@ -376,6 +394,18 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	}
 	mine.storedAt = time.Time{}
 	return mine
+}
+
+// markPass marks key uncacheable for PassTTL, unless it holds an entry.
+// A lost marker only costs later callers a wait on the lock, so it is not
+// retried.
+func (c *Cache) markPass(ctx context.Context, key string) {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	now := time.UnixMilli(time.Now().UnixMilli())
+	if _, _, err := c.store.SetNX(sctx, key, entry.EncodePass(now, PassTTL), PassTTL); err != nil {
+		c.report(ctx, "commit", key, err)
+	}
 }
 
 // fresh reports whether an entry is still within its freshness lifetime.
@@ -398,6 +428,9 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 	if err != nil {
 		c.report(ctx, "decode", key, err)
 		return result{}, false
+	}
+	if e.Kind == entry.KindPass {
+		return result{pass: fresh(e)}, false
 	}
 	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}
 	// A stale entry is a miss whose value the fill may revalidate.

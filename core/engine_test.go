@@ -530,3 +530,36 @@ func TestCallerContextEndsWait(t *testing.T) {
 		t.Errorf("Do after the abandoned wait = %q, want value-1", got)
 	}
 }
+
+func TestUncacheableKeyIsNotQueuedBehindTheLock(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
+		cs := caches(t, 2, newStore, namespace(t))
+		private := func(context.Context) ([]byte, time.Duration, error) {
+			return []byte("for one caller"), core.NoStore, nil
+		}
+		if _, err := cs[0].Do(context.Background(), "k", private); err != nil {
+			t.Fatal(err)
+		}
+		// The key is now marked uncacheable. A slow fetch in one process
+		// must not hold up another process's fetch of the same key.
+		o := newOrigin()
+		o.ttl = core.NoStore
+		o.release = make(chan struct{})
+		defer close(o.release)
+		go cs[0].Do(context.Background(), "k", o.fetch)
+		<-o.started
+		done := make(chan error, 1)
+		go func() {
+			_, err := cs[1].Do(context.Background(), "k", private)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Do: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("a fetch of an uncacheable key waited for another process's fill")
+		}
+	})
+}

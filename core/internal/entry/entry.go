@@ -5,7 +5,7 @@
 //	offset size  field
 //	0      2     magic "FC"
 //	2      1     version (1)
-//	3      1     kind (0 = value)
+//	3      1     kind (0 = value, 1 = pass: not cacheable for now)
 //	4      8     stored at, Unix milliseconds
 //	12     8     freshness lifetime, milliseconds
 //	20     4     value length n
@@ -29,8 +29,11 @@ import (
 // Version is the encoding version this package writes.
 const Version = 1
 
-// KindValue marks an entry that holds a cached value.
-const KindValue = 0
+// Entry kinds.
+const (
+	KindValue = 0 // the entry holds a cached value
+	KindPass  = 1 // the key's value is not cacheable: fetch it uncached, without waiting
+)
 
 const headerSize = 28
 
@@ -58,8 +61,17 @@ func (e Entry) Expires() time.Time { return e.StoredAt.Add(e.TTL) }
 // Encode returns the version-1 encoding of a value stored at storedAt and
 // fresh for ttl.
 func Encode(storedAt time.Time, ttl time.Duration, value []byte) []byte {
+	return encode(KindValue, storedAt, ttl, value)
+}
+
+// EncodePass returns a pass marker: the key's value is not cacheable, for ttl.
+func EncodePass(storedAt time.Time, ttl time.Duration) []byte {
+	return encode(KindPass, storedAt, ttl, nil)
+}
+
+func encode(kind byte, storedAt time.Time, ttl time.Duration, value []byte) []byte {
 	b := make([]byte, headerSize+len(value))
-	b[0], b[1], b[2], b[3] = 'F', 'C', Version, KindValue
+	b[0], b[1], b[2], b[3] = 'F', 'C', Version, kind
 	binary.BigEndian.PutUint64(b[4:], uint64(storedAt.UnixMilli()))
 	binary.BigEndian.PutUint64(b[12:], uint64(ttl.Milliseconds()))
 	binary.BigEndian.PutUint32(b[20:], uint32(len(value)))
@@ -80,7 +92,7 @@ func Decode(b []byte) (Entry, error) {
 		return Entry{}, ErrTruncated
 	}
 	kind := b[3]
-	if kind != KindValue {
+	if kind != KindValue && kind != KindPass {
 		return Entry{}, fmt.Errorf("%w: kind %d", ErrVersion, kind)
 	}
 	stored := int64(binary.BigEndian.Uint64(b[4:]))
