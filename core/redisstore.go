@@ -155,8 +155,9 @@ func (s *RedisStore) NewLock(key string, expiry time.Duration) Lock {
 		// redsync bounds each node call by expiry x this factor (0.05 by
 		// default: 10 ms for a short lock, less than a new cluster
 		// connection takes). The caller's context, WithStoreTimeout, is
-		// the bound that matters, so leave redsync a loose one.
-		redsync.WithTimeoutFactor(0.5),
+		// the bound that matters; a lock that took longer than its whole
+		// expiry to take would be worthless anyway.
+		redsync.WithTimeoutFactor(1),
 	)}
 }
 
