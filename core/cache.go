@@ -81,7 +81,7 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 			defer cancel()
 			rec := newRecorder(w, c.cfg.cacheHeader, p.maxBody)
 			rec.onStream = func() { context.AfterFunc(r.Context(), cancel) }
-			err := next(rec, fillRequest(r, ctx, old.Header, validated))
+			err := next(rec, fillRequest(ctx, r, old.Header, validated))
 			if rec.streamed {
 				wrote = true
 				return nil, NoStore, 0, err
@@ -131,7 +131,7 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 // it produces the full response every waiting request may be served (each
 // request's own conditions are then checked against it). When a stale
 // entry is being revalidated, it carries that entry's validators instead.
-func fillRequest(r *http.Request, ctx context.Context, stale http.Header, validated bool) *http.Request {
+func fillRequest(ctx context.Context, r *http.Request, stale http.Header, validated bool) *http.Request {
 	conditional := validated
 	for _, h := range conditionalHeaders {
 		if _, ok := r.Header[h]; ok {

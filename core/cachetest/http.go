@@ -60,6 +60,13 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "call %d for %s", n, r.URL.RequestURI())
 }
 
+// waitStarted returns once the origin has been called.
+func (o *origin) waitStarted() {
+	for o.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 type response struct {
 	status int
 	header http.Header
@@ -279,9 +286,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			defer close(served)
 			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/r", nil).WithContext(ctx))
 		}()
-		for o.calls.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		o.waitStarted()
 		cancel()
 		select {
 		case <-ended:
@@ -307,9 +312,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			defer close(served)
 			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/r", nil).WithContext(ctx))
 		}()
-		for o.calls.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		o.waitStarted()
 		cancel() // the client that started the fill disconnects
 		close(release)
 		<-served
@@ -555,9 +558,7 @@ func TestHTTP(t *testing.T, d Driver) {
 		for i := range n {
 			wg.Go(func() { got[i] = do(t, h, "GET", "/r") })
 		}
-		for o.calls.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		o.waitStarted()
 		time.Sleep(20 * time.Millisecond) // let the others queue behind the fill
 		close(release)
 		wg.Wait()
@@ -589,9 +590,7 @@ func TestHTTP(t *testing.T, d Driver) {
 				bodies[i] = w.Body.String()
 			})
 		}
-		for o.calls.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		o.waitStarted()
 		time.Sleep(20 * time.Millisecond) // let the others queue behind the fill
 		close(release)
 		wg.Wait()

@@ -9,16 +9,9 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
-	"log"
-	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -26,7 +19,7 @@ import (
 
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/echomw"
-	"github.com/flightcache/flightcache/examples/internal/backend"
+	"github.com/flightcache/flightcache/examples/internal/app"
 )
 
 func main() {
@@ -41,19 +34,10 @@ func main() {
 		*name = *listen
 	}
 
-	store, desc, closeStore, err := backend.Open(*redisAddr)
-	if err != nil {
-		log.Fatal(err)
-	}
+	c, closeStore := app.NewCache("echo "+*name, *redisAddr, core.WithNamespace(*namespace))
 	defer closeStore()
-	fmt.Fprintf(os.Stderr, "echo %s: caching in %s\n", *name, desc)
-	c := core.New(store, core.WithNamespace(*namespace), core.WithObserver(func(err error) {
-		log.Printf("cache (serving uncached): %v", err)
-	}))
 
 	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.Server.ReadHeaderTimeout = 5 * time.Second
 	e.Use(middleware.Recover())
 	e.Use(echomw.CacheWithConfig(echomw.Config{
 		// Health checks skip the cache altogether: no lookup, no header.
@@ -85,37 +69,10 @@ func main() {
 		return ec.String(http.StatusOK, "ok\n")
 	})
 	e.GET("/stats", func(ec echo.Context) error {
-		s := c.Stats()
-		return ec.JSON(http.StatusOK, map[string]int64{
-			"origin_calls": originCalls.Load(), "hits": s.Hits.Load(), "misses": s.Misses.Load(),
-			"fetches": s.Fetches.Load(), "collapsed": s.Collapsed.Load(), "waited": s.Waited.Load(),
-			"commits": s.Commits.Load(), "lost_commits": s.LostCommits.Load(), "errors": s.Errors.Load(),
-		})
+		return ec.JSON(http.StatusOK, app.Stats(c, originCalls.Load()))
 	})
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		log.Fatal(err)
-	}
-	e.Listener = ln
-	served := make(chan error, 1)
-	go func() { served <- e.Start(*listen) }()
-	fmt.Fprintf(os.Stderr, "echo %s: listening on http://%s/articles/hello\n", *name, *listen)
-	select {
-	case err := <-served:
-		log.Fatal(err)
-	case <-ctx.Done():
-	}
-	// Start returns as soon as Shutdown begins; stay until the requests in
-	// flight, slow fills included, have their answers. A second signal
-	// kills the process.
-	stop()
-	fmt.Fprintf(os.Stderr, "echo %s: shutting down\n", *name)
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.Shutdown(shutdown); err != nil {
-		log.Printf("shutdown: %v", err)
-	}
+	// An echo instance is an http.Handler; serving it directly keeps the
+	// same graceful shutdown as the other examples.
+	app.Serve("echo "+*name, *listen, "/articles/hello", e)
 }

@@ -8,22 +8,17 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
-	"log"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/flightcache/flightcache/core"
-	"github.com/flightcache/flightcache/examples/internal/backend"
+	"github.com/flightcache/flightcache/examples/internal/app"
 	"github.com/flightcache/flightcache/ginmw"
 )
 
@@ -39,15 +34,8 @@ func main() {
 		*name = *listen
 	}
 
-	store, desc, closeStore, err := backend.Open(*redisAddr)
-	if err != nil {
-		log.Fatal(err)
-	}
+	c, closeStore := app.NewCache("gin "+*name, *redisAddr, core.WithNamespace(*namespace))
 	defer closeStore()
-	fmt.Fprintf(os.Stderr, "gin %s: caching in %s\n", *name, desc)
-	c := core.New(store, core.WithNamespace(*namespace), core.WithObserver(func(err error) {
-		log.Printf("cache (serving uncached): %v", err)
-	}))
 
 	if os.Getenv(gin.EnvGinMode) == "" {
 		gin.SetMode(gin.ReleaseMode)
@@ -85,28 +73,8 @@ func main() {
 		gc.JSON(http.StatusOK, gin.H{"status": "ok", "instance": *name})
 	})
 	r.GET("/stats", func(gc *gin.Context) {
-		s := c.Stats()
-		gc.JSON(http.StatusOK, map[string]int64{
-			"origin_calls": originCalls.Load(), "hits": s.Hits.Load(), "misses": s.Misses.Load(),
-			"fetches": s.Fetches.Load(), "collapsed": s.Collapsed.Load(), "waited": s.Waited.Load(),
-			"commits": s.Commits.Load(), "lost_commits": s.LostCommits.Load(), "errors": s.Errors.Load(),
-		})
+		gc.JSON(http.StatusOK, app.Stats(c, originCalls.Load()))
 	})
 
-	srv := &http.Server{Addr: *listen, Handler: r, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdown) // let in-flight fills finish before the store closes
-	}()
-	fmt.Fprintf(os.Stderr, "gin %s: listening on http://%s/products/1\n", *name, *listen)
-	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
-		log.Fatal(err)
-	}
-	<-drained
+	app.Serve("gin "+*name, *listen, "/products/1", r)
 }

@@ -6,20 +6,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
-	"log"
 	"net/http"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/flightcache/flightcache/core"
-	"github.com/flightcache/flightcache/examples/internal/backend"
+	"github.com/flightcache/flightcache/examples/internal/app"
 	"github.com/flightcache/flightcache/nethttpmw"
 )
 
@@ -36,15 +30,9 @@ func main() {
 		*name = *listen
 	}
 
-	store, desc, closeStore, err := backend.Open(*redisAddr)
-	if err != nil {
-		log.Fatal(err)
-	}
+	c, closeStore := app.NewCache("nethttp "+*name, *redisAddr,
+		core.WithNamespace(*namespace), core.WithStoreTimeout(*storeTimeout))
 	defer closeStore()
-	fmt.Fprintf(os.Stderr, "nethttp %s: caching in %s\n", *name, desc)
-	c := core.New(store, core.WithNamespace(*namespace), core.WithStoreTimeout(*storeTimeout), core.WithObserver(func(err error) {
-		log.Printf("cache (serving uncached): %v", err)
-	}))
 
 	var originCalls atomic.Int64
 	mux := http.NewServeMux()
@@ -62,33 +50,13 @@ func main() {
 		})
 	})
 	mux.HandleFunc("GET /admin/stats", func(w http.ResponseWriter, r *http.Request) {
-		s := c.Stats()
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]int64{
-			"origin_calls": originCalls.Load(), "hits": s.Hits.Load(), "misses": s.Misses.Load(),
-			"collapsed": s.Collapsed.Load(), "waited": s.Waited.Load(), "commits": s.Commits.Load(),
-			"lost_commits": s.LostCommits.Load(), "errors": s.Errors.Load(),
-		})
+		json.NewEncoder(w).Encode(app.Stats(c, originCalls.Load()))
 	})
 	handler := nethttpmw.Middleware(c, core.Routes(map[string][]core.RouteOption{
 		"GET /products/{id}": {core.TTL(*ttl), core.KeyQuery("lang")},
 		"GET /admin/*":       {core.NoCache()},
 	}))(mux)
 
-	srv := &http.Server{Addr: *listen, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdown) // lets requests in flight finish
-	}()
-	fmt.Fprintf(os.Stderr, "nethttp %s: listening on http://%s/products/1\n", *name, *listen)
-	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
-		log.Fatal(err)
-	}
-	<-stopped
+	app.Serve("nethttp "+*name, *listen, "/products/1", handler)
 }

@@ -10,7 +10,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -20,12 +19,9 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/flightcache/flightcache/core"
-	"github.com/flightcache/flightcache/examples/internal/backend"
+	"github.com/flightcache/flightcache/examples/internal/app"
 	"github.com/flightcache/flightcache/nethttpmw"
 )
 
@@ -55,14 +51,8 @@ func main() {
 		os.Exit(2)
 	}
 
-	store, desc, closeStore, err := backend.Open(*redisAddr)
-	if err != nil {
-		log.Fatal(err)
-	}
+	c, closeStore := app.NewCache("proxy", *redisAddr, core.WithNamespace(*namespace))
 	defer closeStore()
-	c := core.New(store, core.WithNamespace(*namespace), core.WithObserver(func(err error) {
-		log.Printf("cache (serving uncached): %v", err)
-	}))
 
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -91,23 +81,7 @@ func main() {
 		}),
 	)(rp)
 
-	srv := &http.Server{Addr: *listen, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdown) // lets requests in flight finish
-	}()
-	fmt.Fprintf(os.Stderr, "proxy: caching in %s\n", desc)
-	fmt.Fprintf(os.Stderr, "proxy: listening on http://%s, forwarding to %s\n", *listen, upstream)
-	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
-		log.Fatal(err)
-	}
-	<-stopped
+	app.Serve("proxy", *listen, " (forwarding to "+upstream.String()+")", handler)
 }
 
 // bufferUnsized reads a GET response of unknown length (chunked, say)
