@@ -100,6 +100,16 @@ func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
 		ContextTimeoutEnabled: true,
 	})
 	t.Cleanup(func() { rdb.Close() })
+	// Load the slot map and open a connection to every master now, as a
+	// running process has long done: otherwise the first command of each
+	// test "process" pays for discovery and dialing under its store timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rdb.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+		return node.Ping(ctx).Err()
+	}); err != nil {
+		t.Fatalf("cluster at %v: %v", addrs, err)
+	}
 	return rdb
 }
 
