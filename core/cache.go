@@ -38,7 +38,7 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 	if unsafeMethod(r.Method) {
 		return rt.serveUnsafe(w, r, pattern, next)
 	}
-	key, ok := p.requestKey(r)
+	ukey, ok := p.requestKey(r)
 	if !ok {
 		fwd := "bypass"
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -47,14 +47,27 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 		c.mark(w.Header(), "BYPASS", "fwd="+fwd)
 		return next(w, r)
 	}
-	key = storeKey(c.cfg.namespace, key)
+	key := storeKey(c.cfg.namespace, ukey)
+	credentialed := p.credentialed(r)
 
 	if r.Method == http.MethodHead {
 		// HEAD is answered from a stored GET, but never fills one: a
 		// handler's HEAD response may lack the body a GET needs.
-		if res, ok := c.lookup(r.Context(), key); ok {
-			c.stats.Hits.Add(1)
-			if resp, err := entry.DecodeResponse(res.value); err == nil {
+		res, ok := c.lookup(r.Context(), key)
+		if ok && entry.IsVariants(res.value) {
+			var v entry.Variants
+			if v, ok = c.variants(r.Context(), key, res.value); ok {
+				res, ok = c.lookup(r.Context(), storeKey(c.cfg.namespace, variantKey(ukey, v, r)))
+			}
+		}
+		if ok {
+			resp, err := entry.DecodeResponse(res.value)
+			if err == nil && credentialed && !sharedWithCredentials(resp.Header) {
+				c.mark(w.Header(), "BYPASS", "fwd=request")
+				return next(w, r)
+			}
+			if err == nil {
+				c.stats.Hits.Add(1)
 				c.replay(w, r, resp, res)
 				return nil
 			}
@@ -63,57 +76,28 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 		return next(w, r)
 	}
 
-	// wrote is set when the response already went to w: streamed by this
-	// request's own fill, or served by next directly. The fill's write
-	// happens before load returns (singleflight's channel orders it).
-	var wrote bool
-	res, err := c.load(r.Context(), key, flight{
-		bound: true,
-		fetch: func(ctx context.Context, stale []byte) ([]byte, time.Duration, time.Duration, error) {
-			// A stale stored response with the upstream's validators is
-			// revalidated: the fill asks conditionally, and a 304
-			// freshens the stored response instead of replacing it.
-			old, validated := revalidation(stale)
-			// Once the response streams, it belongs to this one client
-			// again: the recorder then ties the handler's context back
-			// to the client's, so a stream ends when its client leaves.
-			ctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			rec := newRecorder(w, c.cfg.cacheHeader, p.maxBody)
-			rec.onStream = func() { context.AfterFunc(r.Context(), cancel) }
-			err := next(rec, fillRequest(ctx, r, old.Header, validated))
-			if rec.streamed {
-				wrote = true
-				return nil, NoStore, 0, err
-			}
-			if err != nil {
-				return nil, 0, 0, err
-			}
-			resp := rec.response()
-			if resp.Status == http.StatusNotModified && validated {
-				resp = freshen(old, resp.Header)
-			}
-			ttl, ok := p.storable(resp, time.Now())
-			if !ok {
-				return entry.EncodeResponse(resp), NoStore, 0, nil
-			}
-			keep := time.Duration(0)
-			if hasValidators(resp.Header) {
-				keep = min(max(ttl, time.Minute), time.Hour) // room to revalidate
-			}
-			withETag(resp)
-			return entry.EncodeResponse(resp), ttl, keep, nil
-		},
-		alone: func(context.Context) (result, error) {
-			wrote = true
-			c.mark(w.Header(), "BYPASS", "fwd=uri-miss")
-			return result{}, next(w, r)
-		},
-	})
+	f := fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, credentialed: credentialed, limit: rt.keyLimiter(pattern, p)}
+	res, err := c.load(r.Context(), key, f.flight(key, nil))
+	if err == nil && !f.wrote && entry.IsVariants(res.value) {
+		// The URL's responses vary on request headers: key holds the
+		// index of its variants, and this request's is filled or served
+		// under a key of its own.
+		v, ok := c.variants(r.Context(), key, res.value)
+		switch {
+		case !ok:
+			c.mark(w.Header(), "BYPASS", "fwd=miss")
+			return next(w, r)
+		case f.own != nil && f.own.generation == v.Generation:
+			res = f.own.result // this request filled it, as the index's first variant
+		default:
+			vkey := storeKey(c.cfg.namespace, variantKey(ukey, v, r))
+			res, err = c.load(r.Context(), vkey, f.flight(vkey, &v))
+		}
+	}
 	switch {
 	case err != nil && r.Context().Err() != nil && errors.Is(err, r.Context().Err()):
 		return nil // the client is gone
-	case err != nil, wrote:
+	case err != nil, f.wrote:
 		return err
 	}
 	resp, err := entry.DecodeResponse(res.value)
@@ -122,8 +106,127 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 		c.mark(w.Header(), "BYPASS", "fwd=miss")
 		return next(w, r)
 	}
+	if credentialed && res.shared && !sharedWithCredentials(resp.Header) {
+		// A stored response not meant for requests with credentials:
+		// this one goes to the handler.
+		c.mark(w.Header(), "BYPASS", "fwd=request")
+		return next(w, r)
+	}
 	c.replay(w, r, resp, res)
 	return nil
+}
+
+// fill runs one request's handler to fill the cache.
+type fill struct {
+	rt   *Route
+	p    *policy
+	w    http.ResponseWriter
+	r    *http.Request
+	next func(http.ResponseWriter, *http.Request) error
+	ukey string // the request's key before hashing
+	// credentialed is set when the request carries Authorization the key
+	// leaves out: its response is stored only if it says it may be.
+	credentialed bool
+	limit        *keyLimiter // nil: no MaxKeys
+	// wrote is set when the response already went to w: streamed by this
+	// request's own fill, or served by next directly. The fill's write
+	// happens before load returns (singleflight's channel orders it).
+	wrote bool
+	// own is the first variant this request stored when its response
+	// turned out to vary, with the generation of the index it made.
+	own *ownVariant
+}
+
+type ownVariant struct {
+	result     result
+	generation string
+}
+
+// flight returns the flight that fills key with f's request. index is the
+// variant index key belongs to, nil when key is the URL's own key.
+func (f *fill) flight(key string, index *entry.Variants) flight {
+	return flight{
+		bound: true,
+		fetch: func(ctx context.Context, stale []byte) ([]byte, time.Duration, time.Duration, error) {
+			return f.fetch(ctx, key, index, stale)
+		},
+		alone: func(context.Context) (result, error) {
+			f.wrote = true
+			f.rt.c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
+			return result{}, f.next(f.w, f.r)
+		},
+	}
+}
+
+// fetch runs the handler into a recorder and returns the response to
+// store at key, with its freshness lifetime and how long to keep it after.
+func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, stale []byte) ([]byte, time.Duration, time.Duration, error) {
+	c, p := f.rt.c, f.p
+	if f.limit != nil && !f.limit.admit(key, time.Now()) {
+		// Over the route's key limit: this request alone, uncached.
+		f.wrote = true
+		c.mark(f.w.Header(), "BYPASS", "fwd=bypass; detail=key-limit")
+		return nil, noStoreUnmarked, 0, f.next(f.w, f.r)
+	}
+	// A stale stored response with the upstream's validators is
+	// revalidated: the fill asks conditionally, and a 304 freshens the
+	// stored response instead of replacing it.
+	old, validated := revalidation(stale)
+	// Once the response streams, it belongs to this one client again: the
+	// recorder then ties the handler's context back to the client's, so a
+	// stream ends when its client leaves.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rec := newRecorder(f.w, c.cfg.cacheHeader, p.maxBody)
+	rec.onStream = func() { context.AfterFunc(f.r.Context(), cancel) }
+	err := f.next(rec, fillRequest(ctx, f.r, old.Header, validated))
+	if rec.streamed {
+		f.wrote = true
+		return nil, NoStore, 0, err
+	}
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	resp := rec.response()
+	if resp.Status == http.StatusNotModified && validated {
+		resp = freshen(old, resp.Header)
+	}
+	ttl, ok := p.storable(resp, time.Now())
+	if f.credentialed && (!ok || !sharedWithCredentials(resp.Header)) {
+		// Personal to this request: neither stored nor shared, and no
+		// uncacheable marker either, which would let anyone sending
+		// Authorization turn caching off for the URL.
+		return entry.EncodeResponse(resp), noStoreUnmarked, 0, nil
+	}
+	if !ok {
+		return entry.EncodeResponse(resp), NoStore, 0, nil
+	}
+	keep := time.Duration(0)
+	if hasValidators(resp.Header) {
+		keep = min(max(ttl, time.Minute), time.Hour) // room to revalidate
+	}
+	withETag(resp)
+	names := p.variedOn(resp.Header)
+	switch {
+	case len(names) == 0:
+		return entry.EncodeResponse(resp), ttl, keep, nil
+	case index == nil:
+		// The first response for the URL that varies: store it as the
+		// first variant of a new index, then the index under the URL's
+		// key, in that order, so that whoever finds the index finds
+		// this variant too.
+		v := entry.Variants{Names: names, Generation: newGeneration()}
+		vkey := storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r))
+		f.own = &ownVariant{result: c.commit(ctx, vkey, entry.EncodeResponse(resp), ttl, keep), generation: v.Generation}
+		return entry.EncodeVariants(v), VariantIndexTTL, 0, nil
+	case !subset(names, index.Names):
+		// The URL now varies on headers its index does not name: this
+		// response cannot be filed under it. Drop the index, so that the
+		// next request starts a new one, and serve this one uncached.
+		c.dropIndex(ctx, storeKey(c.cfg.namespace, f.ukey))
+		return entry.EncodeResponse(resp), NoStore, 0, nil
+	}
+	return entry.EncodeResponse(resp), ttl, keep, nil
 }
 
 // fillRequest is the request a fill runs the handler with: on the fill's

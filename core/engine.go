@@ -23,6 +23,12 @@ import (
 // queueing behind a lock for a value that will not be shared.
 const NoStore time.Duration = -1
 
+// noStoreUnmarked, returned as the TTL by a fetch function, is [NoStore]
+// without the uncacheable marker: the value was personal to the request
+// that produced it (one carrying credentials, say), which says nothing
+// about the key's other requests.
+const noStoreUnmarked time.Duration = -2
+
 // PassTTL is how long a key whose fetch returned [NoStore] stays marked
 // uncacheable.
 const PassTTL = 5 * time.Second
@@ -328,7 +334,9 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 		return result{}, err
 	}
 	if ttl < 0 {
-		c.markPass(ctx, key)
+		if ttl != noStoreUnmarked {
+			c.markPass(ctx, key)
+		}
 		return result{value: value, source: fromFill}, nil
 	}
 	if ttl == 0 {

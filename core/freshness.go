@@ -39,7 +39,7 @@ func parseCacheControl(h http.Header) cacheControl {
 				cc.private = true
 			case "public":
 				cc.public = true
-			case "must-revalidate", "proxy-revalidate":
+			case "must-revalidate":
 				cc.mustRevalidate = true
 			case "max-age":
 				cc.maxAge = seconds(arg, cc.maxAge)
@@ -132,6 +132,14 @@ func initialAge(h http.Header) (age time.Duration, ok bool) {
 	return time.Duration(min(n, 1<<31)) * time.Second, true
 }
 
+// sharedWithCredentials reports whether a response may be stored from,
+// or served to, a request carrying Authorization (RFC 9111, section 3.5):
+// its Cache-Control says public, must-revalidate or s-maxage.
+func sharedWithCredentials(h http.Header) bool {
+	cc := parseCacheControl(h)
+	return cc.public || cc.mustRevalidate || cc.sMaxAge >= 0
+}
+
 // storable decides whether a recorded response may be stored and shared,
 // and for how long it stays fresh from now.
 func (p *policy) storable(resp entry.Response, now time.Time) (time.Duration, bool) {
@@ -142,13 +150,8 @@ func (p *policy) storable(resp entry.Response, now time.Time) (time.Duration, bo
 	if _, ok := resp.Header["Set-Cookie"]; ok {
 		return 0, false
 	}
-	for _, v := range resp.Header.Values("Vary") {
-		for name := range strings.SplitSeq(v, ",") {
-			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if name == "*" || (name != "" && !slices.Contains(p.headerKeys, name)) {
-				return 0, false // the response depends on a header the key ignores
-			}
-		}
+	if varyAll(resp.Header) {
+		return 0, false // it depends on more than the request's header fields
 	}
 	cc := parseCacheControl(resp.Header)
 	if sc, ok := surrogateControl(resp.Header); ok {

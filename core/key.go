@@ -52,16 +52,28 @@ func (p *policy) requestKey(r *http.Request) (string, bool) {
 }
 
 // BypassHeaders are request headers that make a request bypass the cache
-// unless the route keys on them ([KeyHeaders]): credentials, whose
-// responses are personal, and headers that override the host, URL or
-// method a handler sees, which an attacker would send to get a response
-// built from them stored for everyone (cache poisoning). Forwarded is
-// among them because it can carry host= and proto=; behind a proxy that
-// sets it on every request, key on it or strip it before the cache.
+// unless the route keys on them ([KeyHeaders]): cookies, whose responses
+// are personal, and headers that override the host, URL or method a
+// handler sees, which an attacker would send to get a response built from
+// them stored for everyone (cache poisoning). Forwarded is among them
+// because it can carry host= and proto=; behind a proxy that sets it on
+// every request, key on it or strip it before the cache.
+//
+// Authorization is not among them: a request carrying it goes through
+// the cache but is only served a stored response, and its own response
+// only stored, when that response allows it (see [Route.Serve]).
 var BypassHeaders = []string{
-	"Authorization", "Cookie",
+	"Cookie",
 	"Forwarded", "X-Forwarded-Host", "X-Host", "X-Forwarded-Server", "X-Original-Url", "X-Rewrite-Url",
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+}
+
+// credentialed reports whether r carries credentials the route's key
+// leaves out: then only responses that say they may be shared with such
+// requests are served to it or stored from it (RFC 9111, section 3.5).
+func (p *policy) credentialed(r *http.Request) bool {
+	_, ok := r.Header["Authorization"]
+	return ok && !slices.Contains(p.headerKeys, "Authorization")
 }
 
 // KeyedHeaders are request headers that are always part of the key: a

@@ -6,6 +6,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
 )
 
 func keyOf(t *testing.T, target string, p policy, header ...string) string {
@@ -56,7 +59,7 @@ func TestRequestKeyBypasses(t *testing.T) {
 	}{
 		{"POST", "/a", nil},
 		{"GET", "/a?x=1;y=2", nil}, // Go rejects semicolons; a handler might not
-		{"GET", "/a", []string{"Authorization", "Bearer t"}},
+		{"GET", "/a", []string{"X-Forwarded-Host", "evil.example"}},
 		{"GET", "/a", []string{"Cookie", "s=1"}},
 		{"GET", "/a", []string{"Range", "bytes=0-1"}},
 		{"GET", "/a", []string{"Upgrade", "websocket"}},
@@ -68,6 +71,45 @@ func TestRequestKeyBypasses(t *testing.T) {
 		if _, ok := p.requestKey(r); ok {
 			t.Errorf("%s %s %v was cacheable, want bypass", tc.method, tc.target, tc.header)
 		}
+	}
+}
+
+func TestVariantKeys(t *testing.T) {
+	p := defaultPolicy()
+	v := entry.Variants{Names: []string{"Accept-Encoding", "Accept-Language"}, Generation: "g1"}
+	key := func(gen string, header ...string) string {
+		r := httptest.NewRequest("GET", "/a", nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			r.Header.Add(header[i], header[i+1])
+		}
+		ukey, ok := p.requestKey(r)
+		if !ok {
+			t.Fatalf("%v bypassed", header)
+		}
+		return variantKey(ukey, entry.Variants{Names: v.Names, Generation: gen}, r)
+	}
+	base := key("g1", "Accept-Encoding", "gzip, br", "Accept-Language", "de")
+	for _, same := range [][]string{
+		{"Accept-Encoding", "gzip,br", "Accept-Language", "de"},
+		{"Accept-Encoding", "gzip", "Accept-Encoding", "br", "Accept-Language", "de"},
+		{"Accept-Encoding", " gzip ,  br ", "Accept-Language", "de", "Cookie-Free", "x"},
+	} {
+		if key("g1", same...) != base {
+			t.Errorf("%q selects another variant than gzip, br / de", same)
+		}
+	}
+	for _, other := range [][]string{
+		{"Accept-Encoding", "br, gzip", "Accept-Language", "de"},
+		{"Accept-Encoding", "gzip, br"},
+		{"Accept-Encoding", "gzip, br", "Accept-Language", ""},
+		{"Accept-Encoding", "gzip, br", "Accept-Language", "fr"},
+	} {
+		if key("g1", other...) == base {
+			t.Errorf("%q selects the same variant as gzip, br / de", other)
+		}
+	}
+	if key("g2", "Accept-Encoding", "gzip, br", "Accept-Language", "de") == base {
+		t.Error("a new index generation keeps the old variant keys")
 	}
 }
 
@@ -106,4 +148,25 @@ func FuzzKey(f *testing.F) {
 			t.Errorf("query %q and %q have different keys", base.URL.RawQuery, r.URL.RawQuery)
 		}
 	})
+}
+
+func TestKeyLimiterAdmitsUpToMaxPerWindow(t *testing.T) {
+	l := newKeyLimiter(2, time.Minute)
+	now := time.Now()
+	for _, k := range []string{"a", "b", "a"} {
+		if !l.admit(k, now) {
+			t.Errorf("admit(%q) = false within the limit", k)
+		}
+	}
+	if l.admit("c", now) {
+		t.Error("admit(c) = true past the limit")
+	}
+	// Once the window has passed, old keys stop counting.
+	if !l.admit("c", now.Add(time.Minute+time.Second)) {
+		t.Error("admit(c) = false after the window")
+	}
+	later := now.Add(time.Minute + 2*time.Second)
+	if !l.admit("d", later) || l.admit("e", later) {
+		t.Error("the new window did not admit exactly one more key")
+	}
 }

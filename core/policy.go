@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type policy struct {
 	skip               func(*http.Request) bool
 	ignoreCacheControl bool
 	explicitOnly       bool
+	maxKeys            int // 0: no limit
 	table              map[string][]RouteOption
 }
 
@@ -151,6 +153,7 @@ type Route struct {
 	base     policy
 	exact    map[string]*policy
 	prefixes []prefixPolicy // longest prefix first
+	limits   sync.Map       // pattern → *keyLimiter, for routes with MaxKeys
 }
 
 type prefixPolicy struct {

@@ -189,6 +189,27 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 	})
 
+	t.Run("MaxKeysBoundsARoutesKeys", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.MaxKeys(2)}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r?a=1")
+		do(t, h, "GET", "/r?a=2")
+		for range 2 {
+			got := do(t, h, "GET", "/r?a=3")
+			if got.header.Get("X-Cache") != "BYPASS" || !strings.Contains(got.header.Get("Cache-Status"), "detail=key-limit") {
+				t.Errorf("a third key: X-Cache %q Cache-Status %q, want BYPASS for the key limit", got.header.Get("X-Cache"), got.header.Get("Cache-Status"))
+			}
+		}
+		for _, target := range []string{"/r?a=1", "/r?a=2"} {
+			if got := do(t, h, "GET", target); got.header.Get("X-Cache") != "HIT" {
+				t.Errorf("%s within the limit: X-Cache %q, want HIT", target, got.header.Get("X-Cache"))
+			}
+		}
+		if n := o.calls.Load(); n != 4 {
+			t.Errorf("origin called %d times, want 4 (two fills, two uncached answers)", n)
+		}
+	})
+
 	t.Run("SetCookieNeverCached", func(t *testing.T) {
 		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
 			http.SetCookie(w, &http.Cookie{Name: "session", Value: fmt.Sprint("secret-", n)})
@@ -218,21 +239,91 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 	})
 
-	t.Run("CredentialsBypassUnlessKeyed", func(t *testing.T) {
+	t.Run("CookieBypassesUnlessKeyed", func(t *testing.T) {
 		o := &origin{}
 		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r") // a public entry exists
-		for _, hdr := range []string{"Authorization", "Cookie"} {
-			got := do(t, h, "GET", "/r", hdr, "alice")
-			if got.header.Get("X-Cache") != "BYPASS" {
-				t.Errorf("request with %s: X-Cache %q, want BYPASS", hdr, got.header.Get("X-Cache"))
+		if got := do(t, h, "GET", "/r", "Cookie", "session=alice"); got.header.Get("X-Cache") != "BYPASS" || got.body != "call 2 for /r" {
+			t.Errorf("request with Cookie: %q X-Cache %q, want the handler's own answer marked BYPASS", got.body, got.header.Get("X-Cache"))
+		}
+	})
+
+	// whoami answers with the caller's credentials, public when the
+	// request asks for it with ?public.
+	whoami := func(o *origin) *origin {
+		o.write = func(w http.ResponseWriter, r *http.Request, n int64) {
+			if r.URL.Query().Has("public") {
+				w.Header().Set("Cache-Control", "public, max-age=60")
+			}
+			fmt.Fprintf(w, "user=%s call=%d", r.Header.Get("Authorization"), n)
+		}
+		return o
+	}
+
+	t.Run("CredentialsGetOnlySharedResponses", func(t *testing.T) {
+		o := whoami(&origin{})
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		// A stored response without public, s-maxage or must-revalidate
+		// is not served to a request with Authorization...
+		do(t, h, "GET", "/r")
+		alice := do(t, h, "GET", "/r", "Authorization", "alice")
+		if alice.body != "user=alice call=2" || alice.header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("alice got %q (X-Cache %q), want her own response", alice.body, alice.header.Get("X-Cache"))
+		}
+		// ...and the response to one is not stored, nor does it stop
+		// the URL's anonymous requests from being cached.
+		do(t, h, "GET", "/r?two", "Authorization", "bob")
+		first, second := do(t, h, "GET", "/r?two"), do(t, h, "GET", "/r?two")
+		if strings.Contains(first.body, "bob") || second.body != first.body || second.header.Get("X-Cache") != "HIT" {
+			t.Errorf("anonymous requests after bob's got %q then %q (X-Cache %q); want bob's unseen and the second a HIT",
+				first.body, second.body, second.header.Get("X-Cache"))
+		}
+	})
+
+	t.Run("CredentialsStoreWhatSaysPublic", func(t *testing.T) {
+		o := whoami(&origin{})
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		carol := do(t, h, "GET", "/r?public", "Authorization", "carol")
+		anon := do(t, h, "GET", "/r?public")
+		dave := do(t, h, "GET", "/r?public", "Authorization", "dave")
+		if anon.body != carol.body || dave.body != carol.body || dave.header.Get("X-Cache") != "HIT" || o.calls.Load() != 1 {
+			t.Errorf("a public response got %q, %q, %q after %d origin calls; want carol's stored once and served to all",
+				carol.body, anon.body, dave.body, o.calls.Load())
+		}
+	})
+
+	t.Run("CredentialsConcurrentNeverShared", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if n == 1 {
+				<-release // the leader: hold the others behind its fill
+			}
+			fmt.Fprintf(w, "user=%s", r.Header.Get("Authorization"))
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		const n = 20
+		got := make([]response, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { got[i] = do(t, h, "GET", "/r", "Authorization", fmt.Sprint("user-", i)) })
+		}
+		o.waitStarted()
+		time.Sleep(20 * time.Millisecond) // let the others queue behind the fill
+		close(release)
+		wg.Wait()
+		for i, r := range got {
+			if want := fmt.Sprint("user=user-", i); r.body != want {
+				t.Errorf("client %d got %q, want %q", i, r.body, want)
 			}
 		}
-		o2 := &origin{}
-		h2 := d.New(newCache(t), Server{Global: []core.RouteOption{core.KeyHeaders("Authorization")}, Routes: get(o2.ServeHTTP)})
-		alice := do(t, h2, "GET", "/r", "Authorization", "alice")
-		alice2 := do(t, h2, "GET", "/r", "Authorization", "alice")
-		bob := do(t, h2, "GET", "/r", "Authorization", "bob")
+	})
+
+	t.Run("CredentialsKeyedAreCachedPerCredential", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.KeyHeaders("Authorization")}, Routes: get(o.ServeHTTP)})
+		alice := do(t, h, "GET", "/r", "Authorization", "alice")
+		alice2 := do(t, h, "GET", "/r", "Authorization", "alice")
+		bob := do(t, h, "GET", "/r", "Authorization", "bob")
 		if alice2.body != alice.body || alice2.header.Get("X-Cache") != "HIT" {
 			t.Errorf("keyed credential: alice's second request %q (X-Cache %q), want her cached %q", alice2.body, alice2.header.Get("X-Cache"), alice.body)
 		}
@@ -464,8 +555,11 @@ func TestHTTP(t *testing.T, d Driver) {
 				t.Errorf("Cache-Status = %q, want %q...", got, want)
 			}
 		}
-		if got := do(t, h, "GET", "/r", "Authorization", "x").header.Get("Cache-Status"); got != "flightcache; fwd=bypass" {
-			t.Errorf("Cache-Status of a credentialed request = %q, want fwd=bypass", got)
+		if got := do(t, h, "GET", "/r", "Authorization", "x").header.Get("Cache-Status"); got != "flightcache; fwd=request" {
+			t.Errorf("Cache-Status of a credentialed request = %q, want fwd=request", got)
+		}
+		if got := do(t, h, "GET", "/r", "Cookie", "x").header.Get("Cache-Status"); got != "flightcache; fwd=bypass" {
+			t.Errorf("Cache-Status of a request with a cookie = %q, want fwd=bypass", got)
 		}
 	})
 
@@ -569,6 +663,125 @@ func TestHTTP(t *testing.T, d Driver) {
 				t.Errorf("client got body %q with Set-Cookie %q: shared or mismatched", r.body, cookie)
 			}
 			seen[cookie] = true
+		}
+	})
+
+	// language is a handler whose response varies on Accept-Language.
+	language := func(o *origin) *origin {
+		o.write = func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Vary", "Accept-Language")
+			fmt.Fprintf(w, "lang=%s call=%d", r.Header.Get("Accept-Language"), n)
+		}
+		return o
+	}
+
+	t.Run("VaryStoresOneVariantPerHeaderValue", func(t *testing.T) {
+		o := language(&origin{})
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		en := do(t, h, "GET", "/r", "Accept-Language", "en")
+		de := do(t, h, "GET", "/r", "Accept-Language", "de")
+		none := do(t, h, "GET", "/r")
+		if en.body != "lang=en call=1" || de.body != "lang=de call=2" || none.body != "lang= call=3" {
+			t.Fatalf("first requests got %q, %q, %q; want each its own variant", en.body, de.body, none.body)
+		}
+		for _, tc := range []struct{ lang, want string }{{"en", en.body}, {"de", de.body}, {"", none.body}} {
+			var got response
+			if tc.lang == "" {
+				got = do(t, h, "GET", "/r")
+			} else {
+				got = do(t, h, "GET", "/r", "Accept-Language", tc.lang)
+			}
+			if got.body != tc.want || got.header.Get("X-Cache") != "HIT" {
+				t.Errorf("Accept-Language %q again: %q (X-Cache %q), want the stored %q", tc.lang, got.body, got.header.Get("X-Cache"), tc.want)
+			}
+		}
+		head := do(t, h, "HEAD", "/r", "Accept-Language", "de")
+		if head.header.Get("X-Cache") != "HIT" || head.header.Get("Content-Length") != fmt.Sprint(len(de.body)) {
+			t.Errorf("HEAD for de: X-Cache %q Content-Length %q, want a HIT of the de variant", head.header.Get("X-Cache"), head.header.Get("Content-Length"))
+		}
+		if n := o.calls.Load(); n != 3 {
+			t.Errorf("origin called %d times for 3 variants, want 3", n)
+		}
+	})
+
+	t.Run("VaryUnsafeMethodRetiresEveryVariant", func(t *testing.T) {
+		o := language(&origin{})
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r", "Accept-Language", "en")
+		do(t, h, "GET", "/r", "Accept-Language", "de")
+		do(t, h, "POST", "/r")
+		for _, lang := range []string{"en", "de"} {
+			if got := do(t, h, "GET", "/r", "Accept-Language", lang); got.header.Get("X-Cache") != "MISS" {
+				t.Errorf("%s after POST: X-Cache %q (%q), want MISS", lang, got.header.Get("X-Cache"), got.body)
+			}
+		}
+	})
+
+	t.Run("VaryStarNeverStored", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Vary", "Accept, *")
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		if got := do(t, h, "GET", "/r"); got.body != "call 2" {
+			t.Errorf("second request for a Vary: * response got %q, want call 2", got.body)
+		}
+	})
+
+	t.Run("VaryChangeStartsANewIndex", func(t *testing.T) {
+		var onEncoding atomic.Bool
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			name := "Accept-Language"
+			if onEncoding.Load() {
+				name = "Accept-Encoding"
+			}
+			w.Header().Set("Vary", name)
+			fmt.Fprintf(w, "%s=%s call=%d", name, r.Header.Get(name), n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r", "Accept-Language", "en")
+		onEncoding.Store(true)
+		// A new variant now varies on a header the index does not name:
+		// it must not be stored under the old index, where a client with
+		// another Accept-Encoding would be served it.
+		gzip := do(t, h, "GET", "/r", "Accept-Language", "de", "Accept-Encoding", "gzip")
+		br := do(t, h, "GET", "/r", "Accept-Language", "de", "Accept-Encoding", "br")
+		if !strings.HasPrefix(gzip.body, "Accept-Encoding=gzip") || !strings.HasPrefix(br.body, "Accept-Encoding=br") {
+			t.Fatalf("got %q and %q, want each client its own encoding", gzip.body, br.body)
+		}
+		again := do(t, h, "GET", "/r", "Accept-Language", "fr", "Accept-Encoding", "br")
+		if again.body != br.body || again.header.Get("X-Cache") != "HIT" {
+			t.Errorf("br again: %q (X-Cache %q), want the stored %q under the new index", again.body, again.header.Get("X-Cache"), br.body)
+		}
+	})
+
+	t.Run("VaryConcurrentClientsShareOnlyTheirVariant", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			<-release
+			w.Header().Set("Vary", "Accept-Language")
+			fmt.Fprintf(w, "lang=%s", r.Header.Get("Accept-Language"))
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		langs := []string{"en", "de", "fr"}
+		const n = 60
+		got := make([]response, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { got[i] = do(t, h, "GET", "/r", "Accept-Language", langs[i%len(langs)]) })
+		}
+		o.waitStarted()
+		time.Sleep(20 * time.Millisecond) // let the others queue behind the fill
+		close(release)
+		wg.Wait()
+		for i, r := range got {
+			if want := "lang=" + langs[i%len(langs)]; r.body != want {
+				t.Errorf("client %d (Accept-Language %s) got %q, want %q", i, langs[i%len(langs)], r.body, want)
+			}
+		}
+		if calls := o.calls.Load(); calls != int64(len(langs)) {
+			t.Errorf("origin called %d times for %d variants, want %d", calls, len(langs), len(langs))
 		}
 	})
 

@@ -3,6 +3,7 @@ package entry
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -97,6 +98,47 @@ func FuzzDecodeResponse(f *testing.F) {
 		again, err := DecodeResponse(EncodeResponse(r))
 		if err != nil || again.Status != r.Status || !bytes.Equal(again.Body, r.Body) || len(again.Header) != len(r.Header) {
 			t.Fatalf("re-encoding %x changed it: %+v vs %+v (%v)", b, again, r, err)
+		}
+	})
+}
+
+func TestVariantsRoundTrip(t *testing.T) {
+	in := Variants{Names: []string{"Accept-Encoding", "Accept-Language"}, Generation: "g1"}
+	b := EncodeVariants(in)
+	if !IsVariants(b) {
+		t.Fatal("IsVariants(EncodeVariants(...)) = false")
+	}
+	out, err := DecodeVariants(b)
+	if err != nil || !slices.Equal(out.Names, in.Names) || out.Generation != in.Generation {
+		t.Fatalf("DecodeVariants = %+v, %v; want %+v", out, err, in)
+	}
+	// A stored response is never taken for an index, nor decoded as one.
+	resp := EncodeResponse(Response{Status: 200, Header: map[string][]string{}, Body: []byte("x")})
+	if IsVariants(resp) {
+		t.Error("IsVariants(a response) = true")
+	}
+	if _, err := DecodeResponse(b); err == nil {
+		t.Error("DecodeResponse(an index) succeeded")
+	}
+	for _, bad := range [][]byte{nil, {0}, {0, 0}, {0, 5, 1, 'A'}, append(b[:len(b):len(b)], 'x')} {
+		if _, err := DecodeVariants(bad); err == nil {
+			t.Errorf("DecodeVariants(%x) succeeded", bad)
+		}
+	}
+}
+
+func FuzzDecodeVariants(f *testing.F) {
+	f.Add(EncodeVariants(Variants{Names: []string{"Accept"}, Generation: "g"}))
+	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := DecodeVariants(b)
+		if err != nil {
+			return
+		}
+		// Uvarints have more than one encoding, so compare meanings.
+		again, err := DecodeVariants(EncodeVariants(v))
+		if err != nil || !slices.Equal(again.Names, v.Names) || again.Generation != v.Generation {
+			t.Fatalf("re-encoding %x changed it: %+v vs %+v (%v)", b, again, v, err)
 		}
 	})
 }

@@ -1,0 +1,135 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
+)
+
+// Responses that vary (RFC 9111, section 4.1). A response whose Vary
+// names request headers the route's key leaves out is stored under a
+// variant key: the URL's key plus the values this request sent for those
+// headers. The URL's key then holds a variant index naming the headers,
+// so that a lookup finds the index, computes its own variant key, and
+// looks again: a hit on a varying URL costs two store round trips, one on
+// any other URL one. Requests for different variants thus never share a
+// stored response, nor a fill: they wait on different keys.
+//
+// The index carries a random generation that is part of every variant's
+// key. Deleting the index (an unsafe request to the URL, see
+// [Route.Serve]) therefore retires all its variants in every process at
+// once; they are left to expire.
+
+// VariantIndexTTL is how long the index of a varying URL's variants stays
+// in the store. Its variants expire on their own freshness; the index
+// only outlives them, as it costs a few bytes and its loss retires them.
+const VariantIndexTTL = 24 * time.Hour
+
+// variedOn returns the request header names in h's Vary that the route's
+// key leaves out, canonical, sorted and without duplicates.
+func (p *policy) variedOn(h http.Header) []string {
+	var names []string
+	for _, v := range h.Values("Vary") {
+		for name := range strings.SplitSeq(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if name == "" || name == "*" || slices.Contains(p.headerKeys, name) || slices.Contains(KeyedHeaders, name) {
+				continue
+			}
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// varyAll reports whether h says Vary: *, a response that depends on
+// more than the request's header fields and that is never reused.
+func varyAll(h http.Header) bool {
+	for _, v := range h.Values("Vary") {
+		for name := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(name) == "*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// variantKey is the key of r's variant of the URL whose key is ukey: ukey
+// followed by the index's generation and, framed like the rest of the key,
+// the normalised value of each header the index names, or a mark that it
+// is absent: a header sent empty and one not sent are different variants.
+func variantKey(ukey string, v entry.Variants, r *http.Request) string {
+	b := make([]byte, 0, len(ukey)+64)
+	b = append(b, ukey...)
+	b = appendField(b, "vary")
+	b = appendField(b, v.Generation)
+	for _, name := range v.Names {
+		b = appendField(b, name)
+		if vs := r.Header.Values(name); len(vs) > 0 {
+			b = appendField(append(b, '+'), normalizeFieldValue(vs))
+		} else {
+			b = append(b, '-') // absent
+		}
+	}
+	return string(b)
+}
+
+// normalizeFieldValue joins a header's field lines the way RFC 9110
+// combines them, dropping the optional whitespace around each comma-
+// separated element, so that "gzip, br" and "gzip,br" select the same
+// variant (RFC 9111, section 4.1).
+func normalizeFieldValue(lines []string) string {
+	var b strings.Builder
+	for _, line := range lines {
+		for elem := range strings.SplitSeq(line, ",") {
+			if elem = strings.TrimSpace(elem); elem == "" {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(elem)
+		}
+	}
+	return b.String()
+}
+
+// subset reports whether every name in a is in b; both are sorted.
+func subset(a, b []string) bool {
+	for _, name := range a {
+		if _, found := slices.BinarySearch(b, name); !found {
+			return false
+		}
+	}
+	return true
+}
+
+// newGeneration returns a random variant index generation.
+func newGeneration() string { return rand.Text()[:16] }
+
+// variants decodes the variant index stored at key. An index it cannot
+// read is reported and deleted, so that the next request starts a new one.
+func (c *Cache) variants(ctx context.Context, key string, value []byte) (entry.Variants, bool) {
+	v, err := entry.DecodeVariants(value)
+	if err != nil {
+		c.report(ctx, "decode", key, err)
+		c.dropIndex(ctx, key)
+		return entry.Variants{}, false
+	}
+	return v, true
+}
+
+// dropIndex deletes the variant index at key, retiring its variants.
+func (c *Cache) dropIndex(ctx context.Context, key string) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.storeTimeout)
+	defer cancel()
+	if err := c.store.Delete(sctx, key); err != nil {
+		c.report(ctx, "invalidate", key, err)
+	}
+}
