@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -50,9 +51,11 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 	key := storeKey(c.cfg.namespace, ukey)
 	credentialed := p.credentialed(r)
 
-	if r.Method == http.MethodHead {
+	if r.Method == http.MethodHead || r.Header.Get("Range") != "" {
 		// HEAD is answered from a stored GET, but never fills one: a
-		// handler's HEAD response may lack the body a GET needs.
+		// handler's HEAD response may lack the body a GET needs. A range
+		// request is answered from a stored full response, but never
+		// fills one either: its handler answers with part of it.
 		res, ok := c.lookup(r.Context(), key)
 		if ok && entry.IsVariants(res.value) {
 			var v entry.Variants
@@ -310,6 +313,14 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	}
 	for k, v := range resp.Header {
 		h[k] = v
+	}
+	if r.Header.Get("Range") != "" && resp.Status == http.StatusOK && r.Method == http.MethodGet {
+		// net/http's range serving: single and multiple ranges, If-Range
+		// against the stored ETag or Last-Modified, 416 when unsatisfiable.
+		h.Del("Content-Length") // the part's, set by ServeContent
+		lm, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
+		http.ServeContent(w, r, "", lm, bytes.NewReader(resp.Body))
+		return
 	}
 	if bodyAllowed(resp.Status) {
 		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))

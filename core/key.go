@@ -37,7 +37,7 @@ func (p *policy) requestKey(r *http.Request) (string, bool) {
 	if p.skip != nil && p.skip(r) {
 		return "", false
 	}
-	if r.Header.Get("Range") != "" || r.Header.Get("Upgrade") != "" {
+	if r.Header.Get("Upgrade") != "" {
 		return "", false
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {

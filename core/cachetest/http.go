@@ -157,6 +157,30 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 	})
 
+	t.Run("RangeServedFromAStoredResponse", func(t *testing.T) {
+		o := &origin{}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		if got := do(t, h, "GET", "/r", "Range", "bytes=0-3"); got.header.Get("X-Cache") != "BYPASS" || o.calls.Load() != 1 {
+			t.Errorf("a range request on a cold key: X-Cache %q after %d origin calls, want BYPASS to the handler", got.header.Get("X-Cache"), o.calls.Load())
+		}
+		full := do(t, h, "GET", "/r") // "call 2 for /r", stored
+		part := do(t, h, "GET", "/r", "Range", "bytes=5-10")
+		if part.status != http.StatusPartialContent || part.body != full.body[5:11] || part.header.Get("X-Cache") != "HIT" ||
+			part.header.Get("Content-Range") != fmt.Sprintf("bytes 5-10/%d", len(full.body)) || part.header.Get("Content-Length") != "6" {
+			t.Errorf("range of a stored response = %d %q X-Cache %q Content-Range %q Content-Length %q; want 206 %q from the cache",
+				part.status, part.body, part.header.Get("X-Cache"), part.header.Get("Content-Range"), part.header.Get("Content-Length"), full.body[5:11])
+		}
+		if got := do(t, h, "GET", "/r", "Range", "bytes=1000-"); got.status != http.StatusRequestedRangeNotSatisfiable {
+			t.Errorf("an unsatisfiable range = %d, want 416", got.status)
+		}
+		if got := do(t, h, "GET", "/r", "Range", "bytes=0-3", "If-Range", `"another-etag"`); got.status != http.StatusOK || got.body != full.body {
+			t.Errorf("a range with a stale If-Range = %d %q, want the whole 200", got.status, got.body)
+		}
+		if n := o.calls.Load(); n != 2 {
+			t.Errorf("origin called %d times, want 2 (the cold range request and one fill)", n)
+		}
+	})
+
 	t.Run("QueryOrderIsOneKey", func(t *testing.T) {
 		o := &origin{}
 		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
