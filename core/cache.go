@@ -153,6 +153,13 @@ func (f *fill) flight(key string, index *entry.Variants) flight {
 		fetch: func(ctx context.Context, stale []byte) ([]byte, time.Duration, time.Duration, error) {
 			return f.fetch(ctx, key, index, stale)
 		},
+		staleOK: func(stale result) bool {
+			if entry.IsVariants(stale.value) {
+				return false
+			}
+			resp, err := entry.DecodeResponse(stale.value)
+			return err == nil && time.Since(stale.storedAt.Add(stale.ttl)) < f.p.staleWindow(resp.Header)
+		},
 		alone: func(context.Context) (result, error) {
 			f.wrote = true
 			f.rt.c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
@@ -204,9 +211,9 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	if !ok {
 		return entry.EncodeResponse(resp), NoStore, 0, nil
 	}
-	keep := time.Duration(0)
+	keep := p.staleWindow(resp.Header)
 	if hasValidators(resp.Header) {
-		keep = min(max(ttl, time.Minute), time.Hour) // room to revalidate
+		keep = max(keep, min(max(ttl, time.Minute), time.Hour)) // room to revalidate
 	}
 	withETag(resp)
 	names := p.variedOn(resp.Header)
@@ -288,6 +295,10 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 		c.mark(h, "MISS", "fwd=uri-miss; fwd-status="+status)
 	case res.source == fromCollapsed || res.source == fromWaited:
 		c.mark(h, "HIT", "fwd=uri-miss; collapsed")
+	case res.source == fromStale:
+		// A negative ttl says how long ago it went stale (RFC 9211).
+		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
+		c.mark(h, "STALE", "hit; ttl="+strconv.FormatInt(min(ttl, -1), 10))
 	default:
 		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
 		c.mark(h, "HIT", "hit; ttl="+strconv.FormatInt(max(ttl, 0), 10))

@@ -41,6 +41,9 @@ type Cache struct {
 	cfg    config
 	flight singleflight.Group
 	stats  Stats
+	// refreshing holds the keys whose stale entry a caller in this
+	// process is refreshing while the others are served the stale value.
+	refreshing sync.Map
 }
 
 // Stats counts what a [Cache] did. Every field is updated atomically and
@@ -54,6 +57,7 @@ type Stats struct {
 	Commits     atomic.Int64 // values this process stored
 	LostCommits atomic.Int64 // commits that found another process's value in place
 	Errors      atomic.Int64 // store, lock and decode errors absorbed (failing open)
+	Stale       atomic.Int64 // stale values served while another caller refreshed them
 }
 
 // New returns a Cache that fills through store. It does no I/O and panics
@@ -116,6 +120,7 @@ const (
 	fromCollapsed               // another caller's fill in this process
 	fromWaited                  // another process's fill, waited for
 	fromAlone                   // the caller fetched for itself, uncached
+	fromStale                   // a stale stored value, served while another caller refreshes it
 )
 
 // result is one caller's answer.
@@ -145,6 +150,14 @@ type flight struct {
 	// started, that caller waits for it even after its context ends, and
 	// a fetch whose caller left before it started does not run.
 	bound bool
+	// staleOK, if set, reports whether a stale stored value may still be
+	// served while it is refreshed (stale-while-revalidate). Then one
+	// caller per process tries to refresh it, and is the only one to
+	// wait: the others, and every caller while another process holds the
+	// key's lock, are served the stale value at once.
+	staleOK func(stale result) bool
+	// stale is the value to serve if the refresh finds the lock held.
+	stale *result
 }
 
 // errLeaderLeft ends a bound fill whose caller left before it started; its
@@ -173,12 +186,38 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 			r.source = fromAlone
 			return r, err
 		}
-		r, err := c.join(ctx, key, f)
+		var err error
+		if r.value != nil && f.staleOK != nil && f.staleOK(r) {
+			r, err = c.refresh(ctx, key, f, r)
+		} else {
+			r, err = c.join(ctx, key, f)
+		}
 		if err == errLeaderLeft {
 			continue
 		}
 		return r, err
 	}
+}
+
+// refresh serves a stale value while one caller in this process refreshes
+// it. That caller leads a fill as usual, except that if another process
+// holds the key's lock, it too is served the stale value instead of
+// waiting. A refresh that fails serves the stale value as well: the
+// caller would have had it had another caller been refreshing.
+func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result) (result, error) {
+	stale.source = fromStale
+	if _, busy := c.refreshing.LoadOrStore(key, struct{}{}); busy {
+		c.stats.Stale.Add(1)
+		return stale, nil
+	}
+	defer c.refreshing.Delete(key)
+	f.stale = &stale
+	r, err := c.join(ctx, key, f) // a panic in the fetch goes on up
+	if err == nil || err == errLeaderLeft || ctx.Err() != nil {
+		return r, err
+	}
+	c.stats.Stale.Add(1)
+	return stale, nil
 }
 
 // join joins (or leads) this process's fill of key.
@@ -190,7 +229,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 		if !state.CompareAndSwap(flightPending, flightRunning) {
 			return result{}, errLeaderLeft
 		}
-		return c.lead(ctx, key, f.fetch)
+		return c.lead(ctx, key, f.fetch, f.stale)
 	})
 	var res singleflight.Result
 	select {
@@ -227,7 +266,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 
 // lead runs one fill for this process, on a context detached from the
 // caller's: waiting is bounded by the wait timeout, the fetch by its own.
-func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc) (result, error) {
+func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc, stale *result) (result, error) {
 	ctx = context.WithoutCancel(ctx)
 	if c.cfg.noLock {
 		// Look again: a fill of this process that ended after our
@@ -242,6 +281,9 @@ func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc) (result, 
 	switch err := c.lock(ctx, key, lock); {
 	case err == nil:
 		return c.fillLocked(ctx, key, fetch, lock)
+	case errors.Is(err, ErrLockHeld) && stale != nil:
+		c.stats.Stale.Add(1)
+		return *stale, nil // another process is refreshing it
 	case errors.Is(err, ErrLockHeld):
 		return c.wait(ctx, key, fetch, lock)
 	default:

@@ -21,12 +21,12 @@ var HeuristicStatuses = []int{200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 
 
 // cacheControl is a parsed Cache-Control header.
 type cacheControl struct {
-	noStore, noCache, private, public, mustRevalidate bool
-	maxAge, sMaxAge                                   int // -1: absent
+	noStore, noCache, private, public, mustRevalidate, proxyRevalidate bool
+	maxAge, sMaxAge, staleWhileRevalidate                              int // -1: absent
 }
 
 func parseCacheControl(h http.Header) cacheControl {
-	cc := cacheControl{maxAge: -1, sMaxAge: -1}
+	cc := cacheControl{maxAge: -1, sMaxAge: -1, staleWhileRevalidate: -1}
 	for _, v := range h.Values("Cache-Control") {
 		for d := range strings.SplitSeq(v, ",") {
 			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
@@ -41,6 +41,10 @@ func parseCacheControl(h http.Header) cacheControl {
 				cc.public = true
 			case "must-revalidate":
 				cc.mustRevalidate = true
+			case "proxy-revalidate":
+				cc.proxyRevalidate = true
+			case "stale-while-revalidate":
+				cc.staleWhileRevalidate = seconds(arg, cc.staleWhileRevalidate)
 			case "max-age":
 				cc.maxAge = seconds(arg, cc.maxAge)
 			case "s-maxage":
@@ -130,6 +134,25 @@ func initialAge(h http.Header) (age time.Duration, ok bool) {
 		n = 1 << 31 // too old to tell: "2147483648" in RFC 9111's words
 	}
 	return time.Duration(min(n, 1<<31)) * time.Second, true
+}
+
+// staleWindow is how long past its freshness a stored response with
+// header h may be served while it is refreshed (RFC 5861): the response's
+// stale-while-revalidate, else the route's [StaleWhileRevalidate]; never
+// when the response says must-revalidate, proxy-revalidate or no-cache,
+// and not by the route's default when it says s-maxage, which implies
+// proxy-revalidate (RFC 9111, section 5.2.2.10).
+func (p *policy) staleWindow(h http.Header) time.Duration {
+	cc := parseCacheControl(h)
+	switch {
+	case cc.mustRevalidate || cc.proxyRevalidate || cc.noCache:
+		return 0
+	case cc.staleWhileRevalidate >= 0:
+		return time.Duration(cc.staleWhileRevalidate) * time.Second
+	case cc.sMaxAge >= 0:
+		return 0
+	}
+	return p.staleWhileRevalidate
 }
 
 // sharedWithCredentials reports whether a response may be stored from,

@@ -24,7 +24,11 @@ type policy struct {
 	ignoreCacheControl bool
 	explicitOnly       bool
 	maxKeys            int // 0: no limit
-	table              map[string][]RouteOption
+	// staleWhileRevalidate is how long past its freshness a response
+	// may be served while one request refreshes it, when the response
+	// does not say.
+	staleWhileRevalidate time.Duration
+	table                map[string][]RouteOption
 }
 
 // DefaultMaxBodySize is the largest response body stored by default.
@@ -123,6 +127,23 @@ func IgnoreCacheControl() RouteOption {
 // its own handlers usually does not.
 func ExplicitFreshnessOnly() RouteOption {
 	return routeOptionFunc(func(p *policy) { p.explicitOnly = true })
+}
+
+// StaleWhileRevalidate lets a response be served for up to d past its
+// freshness while it is refreshed, when the response does not say itself
+// (its own Cache-Control stale-while-revalidate=N always counts, RFC
+// 5861). Once an entry is stale, one request per process tries to
+// refresh it and waits for the handler; every other request, in every
+// process, is answered at once from the stale entry (X-Cache STALE,
+// Cache-Status "hit; ttl=" negative). If the refresh fails, its request
+// is served the stale entry too. Responses with must-revalidate,
+// proxy-revalidate, no-cache or s-maxage are never served stale by this
+// default. The default is 0: a stale entry is a miss.
+func StaleWhileRevalidate(d time.Duration) RouteOption {
+	if d < 0 {
+		panic(fmt.Sprintf("flightcache: StaleWhileRevalidate(%v): must not be negative", d))
+	}
+	return routeOptionFunc(func(p *policy) { p.staleWhileRevalidate = d })
 }
 
 // Routes gives route patterns their own policy, read by one middleware for

@@ -61,8 +61,13 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // waitStarted returns once the origin has been called.
-func (o *origin) waitStarted() {
-	for o.calls.Load() == 0 {
+func (o *origin) waitStarted() { o.waitCalls(1) }
+
+// waitCalls returns once the origin has been called n times, or after
+// 10 s, leaving the caller's assertions to fail.
+func (o *origin) waitCalls(n int64) {
+	deadline := time.Now().Add(10 * time.Second)
+	for o.calls.Load() < n && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 }
@@ -554,6 +559,69 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 		if got := do(t, h, "GET", "/r"); got.header.Get("X-Cache") != "HIT" || got.body != "the body" {
 			t.Errorf("after revalidation the entry is %q (X-Cache %q), want a fresh HIT", got.body, got.header.Get("X-Cache"))
+		}
+	})
+
+	t.Run("StaleWhileRevalidate", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if n == 2 {
+				<-release // the refresh: slow
+			}
+			if r.URL.Query().Has("own") {
+				w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
+			} else {
+				w.Header().Set("Cache-Control", "max-age=1")
+			}
+			fmt.Fprintf(w, "version %d", n)
+		}}
+		for _, tc := range []struct {
+			name, target string
+			opts         []core.RouteOption
+		}{
+			{"ResponseDirective", "/r?own", []core.RouteOption{}},
+			{"RouteDefault", "/r", []core.RouteOption{core.StaleWhileRevalidate(time.Minute)}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				o.calls.Store(0)
+				release = make(chan struct{})
+				h := d.New(newCache(t), Server{Global: tc.opts, Routes: get(o.ServeHTTP)})
+				do(t, h, "GET", tc.target)
+				time.Sleep(1100 * time.Millisecond) // let it go stale
+				refreshed := make(chan response, 1)
+				go func() { refreshed <- do(t, h, "GET", tc.target) }()
+				o.waitCalls(2) // the refresh is at the origin
+				for range 3 {
+					got := do(t, h, "GET", tc.target)
+					if got.body != "version 1" || got.header.Get("X-Cache") != "STALE" || !strings.Contains(got.header.Get("Cache-Status"), "ttl=-") {
+						t.Errorf("during the refresh: %q X-Cache %q Cache-Status %q, want the stale version 1 at once",
+							got.body, got.header.Get("X-Cache"), got.header.Get("Cache-Status"))
+					}
+				}
+				close(release)
+				if got := <-refreshed; got.body != "version 2" {
+					t.Errorf("the refreshing request got %q, want version 2", got.body)
+				}
+				if got := do(t, h, "GET", tc.target); got.body != "version 2" || got.header.Get("X-Cache") != "HIT" {
+					t.Errorf("after the refresh: %q X-Cache %q, want a HIT of version 2", got.body, got.header.Get("X-Cache"))
+				}
+				if n := o.calls.Load(); n != 2 {
+					t.Errorf("origin called %d times, want 2", n)
+				}
+			})
+		}
+	})
+
+	t.Run("MustRevalidateIsNeverServedStale", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "max-age=1, must-revalidate")
+			fmt.Fprintf(w, "version %d", n)
+		}}
+		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.StaleWhileRevalidate(time.Minute)}, Routes: get(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		time.Sleep(1100 * time.Millisecond)
+		if got := do(t, h, "GET", "/r"); got.body != "version 2" {
+			t.Errorf("a stale must-revalidate response: got %q, want version 2 from the origin", got.body)
 		}
 	})
 

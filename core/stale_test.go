@@ -1,0 +1,84 @@
+package core_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flightcache/flightcache/core"
+)
+
+// TestStaleWhileRevalidateFleetWide lets an entry go stale, then sends a
+// herd through several caches ("processes") on one store: the origin is
+// called once for the refresh, and the herd is served the stale value
+// instead of waiting for it.
+func TestStaleWhileRevalidateFleetWide(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
+		var log errorLog
+		cs := caches(t, 3, newStore, namespace(t), core.WithObserver(log.observe))
+		var calls atomic.Int64
+		handler := func(w http.ResponseWriter, r *http.Request) error {
+			n := calls.Add(1)
+			if n > 1 {
+				time.Sleep(300 * time.Millisecond) // a slow refresh
+			}
+			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
+			fmt.Fprintf(w, "version %d", n)
+			return nil
+		}
+		serve := func(c *core.Cache) (string, string) {
+			w := httptest.NewRecorder()
+			if err := c.Route().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			return w.Body.String(), w.Header().Get("X-Cache")
+		}
+		serve(cs[0])
+		time.Sleep(1100 * time.Millisecond) // stale now
+
+		const clients = 60
+		bodies := make([]string, clients)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				<-start
+				bodies[i], _ = serve(cs[i%len(cs)])
+			})
+		}
+		close(start)
+		wg.Wait()
+		stale := 0
+		for i, b := range bodies {
+			switch b {
+			case "version 1":
+				stale++
+			case "version 2":
+			default:
+				t.Errorf("client %d got %q, want version 1 (stale) or 2", i, b)
+			}
+		}
+		if n := calls.Load(); n != 2 {
+			t.Errorf("origin called %d times, want 2: the fill and one refresh for the whole fleet", n)
+		}
+		var served int64
+		for _, c := range cs {
+			served += c.Stats().Stale.Load()
+		}
+		if stale == 0 || served != int64(stale) {
+			t.Errorf("%d clients got the stale value, Stats().Stale says %d; want them equal and above 0", stale, served)
+		}
+		if body, xcache := serve(cs[1]); body != "version 2" || xcache != "HIT" {
+			t.Errorf("after the refresh: %q X-Cache %q, want a HIT of version 2", body, xcache)
+		}
+		if ops := log.ops(); len(ops) > 0 {
+			t.Errorf("store errors: %v", ops)
+		}
+	})
+}
