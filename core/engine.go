@@ -44,6 +44,10 @@ type Cache struct {
 	// refreshing holds the keys whose stale entry a caller in this
 	// process is refreshing while the others are served the stale value.
 	refreshing sync.Map
+	// filling holds the keys this process is filling: callers for them
+	// join the fill without looking the key up first, so a herd on a
+	// cold key costs the store one lookup per process, not one per caller.
+	filling sync.Map
 }
 
 // Stats counts what a [Cache] did. Every field is updated atomically and
@@ -175,6 +179,13 @@ const (
 // recheck, fetch, commit and notify, or wait for another process's fill.
 func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) {
 	for {
+		if c.fillInFlight(key) {
+			r, err := c.join(ctx, key, f)
+			if err == errLeaderLeft {
+				continue
+			}
+			return r, err
+		}
 		r, ok := c.lookup(ctx, key)
 		if ok {
 			c.stats.Hits.Add(1)
@@ -197,6 +208,16 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		}
 		return r, err
 	}
+}
+
+// fillInFlight reports whether this process is filling key, other than
+// refreshing a stale entry (whose callers are served that entry instead).
+func (c *Cache) fillInFlight(key string) bool {
+	if _, ok := c.filling.Load(key); !ok {
+		return false
+	}
+	_, refreshing := c.refreshing.Load(key)
+	return !refreshing
 }
 
 // refresh serves a stale value while one caller in this process refreshes
@@ -229,6 +250,8 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 		if !state.CompareAndSwap(flightPending, flightRunning) {
 			return result{}, errLeaderLeft
 		}
+		c.filling.Store(key, struct{}{})
+		defer c.filling.Delete(key)
 		return c.lead(ctx, key, f.fetch, f.stale)
 	})
 	var res singleflight.Result

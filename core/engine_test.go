@@ -573,3 +573,45 @@ func TestUncacheableKeyIsNotQueuedBehindTheLock(t *testing.T) {
 		}
 	})
 }
+
+// getCounter counts a store's Get calls.
+type getCounter struct {
+	core.Store
+	gets atomic.Int64
+}
+
+func (g *getCounter) Get(ctx context.Context, key string) ([]byte, error) {
+	g.gets.Add(1)
+	return g.Store.Get(ctx, key)
+}
+
+// TestColdHerdLooksUpOncePerProcess checks that callers arriving while
+// this process fills a key join the fill without a store lookup each.
+func TestColdHerdLooksUpOncePerProcess(t *testing.T) {
+	store := core.NewMemoryStore(0)
+	defer store.Close()
+	counter := &getCounter{Store: store}
+	c := core.New(counter, namespace(t))
+	o := newOrigin()
+	o.release = make(chan struct{})
+	go c.Do(context.Background(), "k", o.fetch)
+	<-o.started
+	const herd = 200
+	var wg sync.WaitGroup
+	for range herd {
+		wg.Go(func() { c.Do(context.Background(), "k", o.fetch) })
+	}
+	time.Sleep(100 * time.Millisecond) // let the herd arrive and queue
+	close(o.release)
+	wg.Wait()
+	// The leader's lookup and its recheck under the lock, and one for
+	// each caller that arrived only after the fill (a hit); none for
+	// the callers that joined it.
+	gets, hits, joined := counter.gets.Load(), c.Stats().Hits.Load(), c.Stats().Collapsed.Load()
+	if gets-hits > 2 || joined == 0 {
+		t.Errorf("%d callers (%d joined the fill, %d hit after it) made %d store lookups, want at most 2 besides the hits", herd, joined, hits, gets)
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+}
