@@ -184,7 +184,11 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 		c.mark(h, "HIT", "fwd=uri-miss; collapsed")
 	default:
 		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
-		c.mark(h, "HIT", "hit; ttl="+strconv.FormatInt(max(ttl, 0), 10))
+		hit := "hit; ttl=" + strconv.FormatInt(max(ttl, 0), 10)
+		if res.source == fromLocal {
+			hit += "; detail=l1"
+		}
+		c.mark(h, "HIT", hit)
 	}
 	if stored {
 		// The age it had when stored (its own Age header) plus the time

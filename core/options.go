@@ -41,6 +41,8 @@ type config struct {
 
 	breakerFailures int // 0: no breaker
 	breakerCooldown time.Duration
+
+	localTierBytes int64 // 0: no local tier
 }
 
 func defaultConfig() config {
@@ -170,4 +172,28 @@ func WithBreaker(failures int, cooldown time.Duration) Option {
 // the store, even while it keeps failing.
 func WithoutBreaker() Option {
 	return optionFunc(func(c *config) { c.breakerFailures = 0 })
+}
+
+// WithLocalTier keeps the hottest fresh entries in this process too, in
+// at most about maxBytes (keys, values and bookkeeping), and serves them
+// without a store round trip. An entry stays in the local tier no longer
+// than it stays fresh in the shared store; pass markers and stale entries
+// are always read from the shared store, so revalidation and uncacheable
+// keys work as without it. A Delete or Replace of an entry in any process
+// removes it from every process's local tier, through the store's
+// invalidation broadcasts ([InvalidationWatcher]: Redis pub/sub for
+// [RedisStore]); if those broadcasts break and resume, the tier is emptied,
+// since some may have been lost. Until then, and for the few seconds a
+// broken subscription can take to be noticed, a process may serve an
+// entry that another process deleted, within its freshness.
+// [Stats.LocalHits] counts its hits; the HTTP layer marks them in
+// Cache-Status with detail=l1.
+//
+// The store given to [New] must implement [InvalidationWatcher], or New
+// panics. The default is no local tier; maxBytes must be positive.
+func WithLocalTier(maxBytes int64) Option {
+	if maxBytes <= 0 {
+		panic(fmt.Sprintf("flightcache: WithLocalTier(%d): must be positive", maxBytes))
+	}
+	return optionFunc(func(c *config) { c.localTierBytes = maxBytes })
 }
