@@ -14,3 +14,10 @@ func LocalTierSize(c *Cache) (entries int, bytes uint64) {
 	c.local.entries.CleanUp()
 	return c.local.entries.EstimatedSize(), c.local.entries.WeightedSize()
 }
+
+// WatchCount returns how many invalidation watches s has registered.
+func WatchCount(s *MemoryStore) int {
+	s.watchers.mu.Lock()
+	defer s.watchers.mu.Unlock()
+	return len(s.watchers.set)
+}

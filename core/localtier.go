@@ -66,6 +66,7 @@ type localTier struct {
 	source  InvalidationWatcher // the shared store itself, for its broadcasts
 	entries *otter.Cache[string, localEntry]
 	report  func(ctx context.Context, err error)
+	guard   func(f func() error) error // the circuit breaker's, if any
 
 	seed     maphash.Seed
 	stripes  [localStripes]atomic.Uint64 // invalidations seen, by key stripe
@@ -101,10 +102,17 @@ type localEntry struct {
 // newLocalTier returns shared fronted by a tier of at most maxBytes.
 // source is the store that broadcasts invalidations; shared may wrap it.
 func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, report func(ctx context.Context, err error)) *localTier {
+	guard := func(f func() error) error { return f() }
+	if b, ok := shared.(*breakerStore); ok {
+		// While the breaker is open, starting a watch fails at once
+		// instead of waiting out a store timeout.
+		guard = b.guard
+	}
 	return &localTier{
 		Store:  shared,
 		source: source,
 		report: report,
+		guard:  guard,
 		seed:   maphash.MakeSeed(),
 		entries: otter.Must(&otter.Options[string, localEntry]{
 			MaximumWeight: uint64(maxBytes),
@@ -267,17 +275,21 @@ func (l *localTier) watch(ctx context.Context) bool {
 	// reach the tier through a weak pointer: a Cache that is no longer
 	// used is collected with its tier, and the cleanup ends the watch.
 	wl := weak.Make(l)
-	unwatch, err := l.source.WatchInvalidations(ctx,
-		func(key string) {
-			if l := wl.Value(); l != nil {
-				l.invalidate(key)
-			}
-		},
-		func() {
-			if l := wl.Value(); l != nil {
-				l.reset()
-			}
-		})
+	var unwatch func()
+	err := l.guard(func() (err error) {
+		unwatch, err = l.source.WatchInvalidations(ctx,
+			func(key string) {
+				if l := wl.Value(); l != nil {
+					l.invalidate(key)
+				}
+			},
+			func() {
+				if l := wl.Value(); l != nil {
+					l.reset()
+				}
+			})
+		return err
+	})
 	if err != nil {
 		l.retryAt = time.Now().Add(watchRetry)
 		l.report(ctx, err)

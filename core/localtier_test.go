@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -529,4 +530,23 @@ func TestWithLocalTierPanics(t *testing.T) {
 			tc.f()
 		})
 	}
+}
+
+// TestLocalTierWatchEndsWithItsCache checks that a store does not keep a
+// cache with a local tier alive: once the cache is unreachable, its watch
+// of the store's invalidations is removed.
+func TestLocalTierWatchEndsWithItsCache(t *testing.T) {
+	s := core.NewMemoryStore(0)
+	defer s.Close()
+	func() {
+		c := core.New(s, tierNamespace(), core.WithLocalTier(1<<20))
+		do(t, c, "k", func(context.Context) ([]byte, time.Duration, error) { return []byte("v"), time.Hour, nil })
+		if n := core.WatchCount(s); n != 1 {
+			t.Fatalf("watches registered = %d, want 1", n)
+		}
+	}()
+	waitUntil(t, "the unreachable cache's watch to be removed", func() bool {
+		runtime.GC()
+		return core.WatchCount(s) == 0
+	})
 }

@@ -261,7 +261,8 @@ func (s *RedisStore) Notify(ctx context.Context, key string) error {
 }
 
 // Close releases the store's subscription connection and stops its
-// goroutine. It does not close the Redis client.
+// goroutine; local tiers watching the store's invalidations are emptied
+// and keep nothing more. It does not close the Redis client.
 func (s *RedisStore) Close() error {
 	s.mu.Lock()
 	ps, done := s.ps, s.done
