@@ -550,3 +550,105 @@ func TestLocalTierWatchEndsWithItsCache(t *testing.T) {
 		return core.WatchCount(s) == 0
 	})
 }
+
+// TestLocalTierConvergesUnderConcurrentInvalidation races reads in one
+// process against deletes and refills in another: a value read before an
+// invalidation must never be kept after it, or the reader would serve it
+// for the rest of its hour of freshness. Once the writes stop, the reader
+// must come to serve what the shared store holds.
+func TestLocalTierConvergesUnderConcurrentInvalidation(t *testing.T) {
+	forEachTierBackend(t, []string{"memory", "redis"}, func(t *testing.T, newProc func(opts ...core.Option) tierProc) {
+		ns := tierNamespace()
+		a, b := newProc(ns, core.WithLocalTier(1<<20)), newProc(ns, core.WithLocalTier(1<<20))
+		var versions atomic.Int64
+		handler := func(w http.ResponseWriter, r *http.Request) error {
+			if r.Method == http.MethodPost {
+				w.WriteHeader(http.StatusNoContent)
+				return nil
+			}
+			w.Header().Set("Cache-Control", "max-age=3600")
+			fmt.Fprintf(w, "v%d", versions.Add(1))
+			return nil
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var failed atomic.Bool
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					req := httptest.NewRequest("GET", "http://example.test/item", nil)
+					if err := b.c.Route().Serve(httptest.NewRecorder(), req, "", handler); err != nil {
+						failed.Store(true)
+					}
+				}
+			})
+		}
+		for range 50 {
+			serveItem(t, a, "POST", handler)
+			serveItem(t, a, "GET", handler)
+		}
+		close(stop)
+		wg.Wait()
+		if failed.Load() {
+			t.Fatal("a concurrent read failed")
+		}
+		want := serveItem(t, newProc(ns), "GET", handler).Body.String() // what the shared store holds
+		waitUntil(t, "B to serve the shared store's value "+want, func() bool {
+			return serveItem(t, b, "GET", handler).Body.String() == want
+		})
+		if b.c.Stats().LocalHits.Load() == 0 {
+			t.Error("B's reads were never served by its local tier")
+		}
+	})
+}
+
+// racyStore runs a hook after each Get has read its value and before it
+// returns it: the seam for an invalidation that lands between a read and
+// the local tier's insert.
+type racyStore struct {
+	core.Store
+	afterGet func(key string)
+}
+
+func (s *racyStore) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := s.Store.Get(ctx, key)
+	if s.afterGet != nil {
+		s.afterGet(key)
+	}
+	return b, err
+}
+
+func (s *racyStore) WatchInvalidations(ctx context.Context, invalidate func(string), reset func()) (func(), error) {
+	return s.Store.(core.InvalidationWatcher).WatchInvalidations(ctx, invalidate, reset)
+}
+
+func TestLocalTierDropsValueInvalidatedWhileRead(t *testing.T) {
+	shared := core.NewMemoryStore(0)
+	defer shared.Close()
+	ns := tierNamespace()
+	racy := &racyStore{Store: shared}
+	c := core.New(racy, ns, core.WithLocalTier(1<<20))
+	filler := core.New(shared, ns)
+	do(t, filler, "k", func(context.Context) ([]byte, time.Duration, error) { return []byte("old"), time.Hour, nil })
+
+	// The read gets "old"; before the tier can keep it, another cache
+	// deletes the entry and the invalidation arrives.
+	racy.afterGet = func(key string) {
+		racy.afterGet = nil
+		if err := shared.Delete(context.Background(), key); err != nil {
+			t.Error(err)
+		}
+	}
+	if got := do(t, c, "k", noFetch(t)); got != "old" {
+		t.Fatalf("read racing the delete = %q, want old (read before it)", got)
+	}
+	got := do(t, c, "k", func(context.Context) ([]byte, time.Duration, error) { return []byte("new"), time.Hour, nil })
+	if got != "new" || c.Stats().LocalHits.Load() != 0 {
+		t.Errorf("read after the delete = %q with %d local hits, want new, 0: the invalidated value was kept", got, c.Stats().LocalHits.Load())
+	}
+}

@@ -176,21 +176,25 @@ func WithoutBreaker() Option {
 
 // WithLocalTier keeps the hottest fresh entries in this process too, in
 // at most about maxBytes (keys, values and bookkeeping), and serves them
-// without a store round trip. An entry stays in the local tier no longer
-// than it stays fresh in the shared store; pass markers and stale entries
-// are always read from the shared store, so revalidation and uncacheable
-// keys work as without it. A Delete or Replace of an entry in any process
-// removes it from every process's local tier, through the store's
-// invalidation broadcasts ([InvalidationWatcher]: Redis pub/sub for
-// [RedisStore]); if those broadcasts break and resume, the tier is emptied,
-// since some may have been lost. Until then, and for the few seconds a
-// broken subscription can take to be noticed, a process may serve an
-// entry that another process deleted, within its freshness.
-// [Stats.LocalHits] counts its hits; the HTTP layer marks them in
+// without a store round trip, even while the store's circuit breaker is
+// open. An entry stays in the local tier no longer than it stays fresh in
+// the shared store; pass markers and stale entries are always read from
+// the shared store, so revalidation and uncacheable keys work as without
+// it. When any process deletes an entry (an unsafe request's
+// invalidation) or replaces it, every process's local tier drops it,
+// through the store's invalidation broadcasts ([InvalidationWatcher]:
+// Redis pub/sub for [RedisStore], on the process's one subscription
+// connection). If that subscription breaks and comes back, the tier is
+// emptied, since broadcasts may have been lost meanwhile; until go-redis
+// notices the break (a few seconds at most), a process may serve an entry
+// that another process has deleted, within its freshness. Changes made to
+// Redis other than through a [Store] are not broadcast.
+// [Stats.LocalHits] counts the tier's hits; the HTTP layer marks them in
 // Cache-Status with detail=l1.
 //
 // The store given to [New] must implement [InvalidationWatcher], or New
-// panics. The default is no local tier; maxBytes must be positive.
+// panics; a [MemoryStore] does, but gains little from it. The default is
+// no local tier; maxBytes must be positive.
 func WithLocalTier(maxBytes int64) Option {
 	if maxBytes <= 0 {
 		panic(fmt.Sprintf("flightcache: WithLocalTier(%d): must be positive", maxBytes))
