@@ -120,3 +120,48 @@ func BenchmarkHit(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkLocalTierHit compares a hit served by the local tier
+// (WithLocalTier) with a hit from Redis and with its floor, one raw GET of
+// the same stored bytes, in the same run.
+func BenchmarkLocalTierHit(b *testing.B) {
+	addr := realRedisAddr(b)
+	rdb := newClient(b, addr)
+	store := core.NewRedisStore(rdb)
+	b.Cleanup(func() { store.Close() })
+	spy := &tierSpy{Store: store}
+	ns := tierNamespace()
+	c := core.New(spy, ns)
+	local := core.New(store, ns, core.WithLocalTier(64<<20))
+	body := make([]byte, 2048)
+	ctx := context.Background()
+	c.Do(ctx, "hot", func(context.Context) ([]byte, time.Duration, error) { return body, time.Hour, nil })
+	key := spy.committed()[0]
+	b.Run("raw-get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rdb.Get(ctx, key).Bytes(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("do-hit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Do(ctx, "hot", nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("do-l1-hit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := local.Do(ctx, "hot", nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if local.Stats().LocalHits.Load() == 0 {
+			b.Fatal("no hit was served by the local tier")
+		}
+	})
+}

@@ -301,7 +301,11 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 		c.mark(h, "STALE", "hit; ttl="+strconv.FormatInt(min(ttl, -1), 10))
 	default:
 		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
-		c.mark(h, "HIT", "hit; ttl="+strconv.FormatInt(max(ttl, 0), 10))
+		hit := "hit; ttl=" + strconv.FormatInt(max(ttl, 0), 10)
+		if res.source == fromLocal {
+			hit += "; detail=l1"
+		}
+		c.mark(h, "HIT", hit)
 	}
 	if stored {
 		// The age it had when stored (its own Age header) plus the time

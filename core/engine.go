@@ -48,12 +48,14 @@ type Cache struct {
 	// join the fill without looking the key up first, so a herd on a
 	// cold key costs the store one lookup per process, not one per caller.
 	filling sync.Map
+	local   *localTier // nil unless WithLocalTier
 }
 
 // Stats counts what a [Cache] did. Every field is updated atomically and
 // may be read at any time.
 type Stats struct {
 	Hits        atomic.Int64 // lookups answered from the store
+	LocalHits   atomic.Int64 // lookups answered from the local tier (WithLocalTier), with no store round trip
 	Misses      atomic.Int64 // lookups that found nothing
 	Fetches     atomic.Int64 // runs of a fetch function (origin calls) in this process
 	Collapsed   atomic.Int64 // callers served by another caller's fill in this process
@@ -78,6 +80,9 @@ func New(store Store, opts ...Option) *Cache {
 		c.store = newBreakerStore(store, c.cfg.breakerFailures, c.cfg.breakerCooldown, func(err error) {
 			c.report(context.Background(), "breaker", "", err)
 		})
+	}
+	if c.cfg.localTierBytes > 0 {
+		c.installLocalTier(store)
 	}
 	return c
 }
@@ -125,6 +130,7 @@ const (
 	fromWaited                  // another process's fill, waited for
 	fromAlone                   // the caller fetched for itself, uncached
 	fromStale                   // a stale stored value, served while another caller refreshes it
+	fromLocal                   // found by this caller's lookup in the local tier
 )
 
 // result is one caller's answer.
@@ -488,6 +494,12 @@ func fresh(e entry.Entry) bool { return time.Now().Before(e.Expires()) }
 // lookup reads and decodes key's entry; anything but a readable, fresh
 // entry is a miss. For a stale one, the returned result holds its value.
 func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
+	if c.local != nil {
+		if r, ok := c.local.lookup(key); ok {
+			c.stats.LocalHits.Add(1)
+			return r, true
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
 	b, err := c.store.Get(sctx, key)

@@ -9,7 +9,7 @@ import (
 // while failing open. The cache hands it to the [Observer]; callers of
 // [Cache.Do] never see it. Use errors.As with a *Error target.
 type Error struct {
-	Op  string // "get", "commit", "replace", "lock", "extend", "unlock", "subscribe", "notify" or "decode"
+	Op  string // "get", "commit", "replace", "lock", "extend", "unlock", "subscribe", "notify", "watch" or "decode"
 	Key string // the hashed store key, never the caller's raw key
 	Err error
 }

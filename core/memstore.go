@@ -19,14 +19,18 @@ import (
 // [NewMemoryStore] and call [MemoryStore.Close] when done; it is safe for
 // concurrent use.
 type MemoryStore struct {
-	values *otter.Cache[string, memValue]
-	wake   wake.Registry
+	values   *otter.Cache[string, memValue]
+	wake     wake.Registry
+	watchers invalidationWatchers
 
 	mu    sync.Mutex // guards locks
 	locks map[string]memLockState
 }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store               = (*MemoryStore)(nil)
+	_ InvalidationWatcher = (*MemoryStore)(nil)
+)
 
 type memValue struct {
 	data []byte
@@ -94,6 +98,7 @@ func (s *MemoryStore) Replace(_ context.Context, key string, old, value []byte, 
 	})
 	if replaced {
 		s.wake.Wake(key)
+		s.watchers.invalidate(key)
 	}
 	return replaced, nil
 }
@@ -101,7 +106,15 @@ func (s *MemoryStore) Replace(_ context.Context, key string, old, value []byte, 
 // Delete implements [Store].
 func (s *MemoryStore) Delete(_ context.Context, key string) error {
 	s.values.Invalidate(key)
+	s.watchers.invalidate(key)
 	return nil
+}
+
+// WatchInvalidations implements [InvalidationWatcher]. Every cache that
+// shares the store is in this process, so invalidate is called from
+// Delete and Replace themselves, and reset never.
+func (s *MemoryStore) WatchInvalidations(_ context.Context, invalidate func(key string), reset func()) (func(), error) {
+	return s.watchers.add(invalidate, reset), nil
 }
 
 // NewLock implements [Store].

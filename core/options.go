@@ -41,6 +41,8 @@ type config struct {
 
 	breakerFailures int // 0: no breaker
 	breakerCooldown time.Duration
+
+	localTierBytes int64 // 0: no local tier
 }
 
 func defaultConfig() config {
@@ -170,4 +172,32 @@ func WithBreaker(failures int, cooldown time.Duration) Option {
 // the store, even while it keeps failing.
 func WithoutBreaker() Option {
 	return optionFunc(func(c *config) { c.breakerFailures = 0 })
+}
+
+// WithLocalTier keeps the hottest fresh entries in this process too, in
+// at most about maxBytes (keys, values and bookkeeping), and serves them
+// without a store round trip, even while the store's circuit breaker is
+// open. An entry stays in the local tier no longer than it stays fresh in
+// the shared store; pass markers and stale entries are always read from
+// the shared store, so revalidation and uncacheable keys work as without
+// it. When any process deletes an entry (an unsafe request's
+// invalidation) or replaces it, every process's local tier drops it,
+// through the store's invalidation broadcasts ([InvalidationWatcher]:
+// Redis pub/sub for [RedisStore], on the process's one subscription
+// connection). If that subscription breaks and comes back, the tier is
+// emptied, since broadcasts may have been lost meanwhile; until go-redis
+// notices the break (a few seconds at most), a process may serve an entry
+// that another process has deleted, within its freshness. Changes made to
+// Redis other than through a [Store] are not broadcast.
+// [Stats.LocalHits] counts the tier's hits; the HTTP layer marks them in
+// Cache-Status with detail=l1.
+//
+// The store given to [New] must implement [InvalidationWatcher], or New
+// panics; a [MemoryStore] does, but gains little from it. The default is
+// no local tier; maxBytes must be positive.
+func WithLocalTier(maxBytes int64) Option {
+	if maxBytes <= 0 {
+		panic(fmt.Sprintf("flightcache: WithLocalTier(%d): must be positive", maxBytes))
+	}
+	return optionFunc(func(c *config) { c.localTierBytes = maxBytes })
 }

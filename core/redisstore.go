@@ -18,13 +18,18 @@ import (
 )
 
 // Redis names derived from a store key: the value lives at the key itself,
-// the fill lock at key+lockSuffix, and fill notifications go to the channel
-// key+channelSuffix. The key ends in a {hash tag}, so all three share one
-// Redis Cluster slot.
+// the fill lock at key+lockSuffix, fill notifications go to the channel
+// key+channelSuffix and invalidations (Delete, Replace) to the channel
+// key+invalidatedSuffix. The key ends in a {hash tag}, so all four share
+// one Redis Cluster slot. Both channels are plain PUBLISH channels, which a
+// cluster forwards to every node, so the process's pattern subscription
+// sees them whichever node it is connected to.
 const (
-	lockSuffix     = ":lock"
-	channelSuffix  = ":filled"
-	channelPattern = "*}" + channelSuffix
+	lockSuffix         = ":lock"
+	channelSuffix      = ":filled"
+	channelPattern     = "*}" + channelSuffix
+	invalidatedSuffix  = ":invalidated"
+	invalidatedPattern = "*}" + invalidatedSuffix
 )
 
 // RedisStore is a [Store] on Redis, shared by every process that uses the
@@ -33,14 +38,16 @@ const (
 // Cluster through [redis.UniversalClient] and needs Redis 7.0 or later
 // (SET with both NX and GET).
 //
-// Each process holds one pub/sub connection, opened on the first wait and
-// shared by all waiting requests. Call [RedisStore.Close] to release it; the
-// client itself stays the caller's to close. A RedisStore is safe for
+// Each process holds one pub/sub connection, opened on the first wait (or
+// when a local tier starts watching invalidations) and shared by all
+// waiting requests and local tiers. Call [RedisStore.Close] to release it;
+// the client itself stays the caller's to close. A RedisStore is safe for
 // concurrent use.
 type RedisStore struct {
-	rdb  redis.UniversalClient
-	rs   *redsync.Redsync
-	wake wake.Registry
+	rdb      redis.UniversalClient
+	rs       *redsync.Redsync
+	wake     wake.Registry
+	watchers invalidationWatchers
 
 	mu     sync.Mutex // guards ps, done and closed
 	ps     *redis.PubSub
@@ -48,7 +55,10 @@ type RedisStore struct {
 	closed bool
 }
 
-var _ Store = (*RedisStore)(nil)
+var (
+	_ Store               = (*RedisStore)(nil)
+	_ InvalidationWatcher = (*RedisStore)(nil)
+)
 
 var errClosed = errors.New("flightcache: store closed")
 
@@ -128,6 +138,7 @@ func (s *RedisStore) Replace(ctx context.Context, key string, old, value []byte,
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, key, value, ttl)
 			p.Publish(ctx, key+channelSuffix, "")
+			p.Publish(ctx, key+invalidatedSuffix, "")
 			return nil
 		})
 		return err
@@ -141,9 +152,20 @@ func (s *RedisStore) Replace(ctx context.Context, key string, old, value []byte,
 	return false, err
 }
 
-// Delete implements [Store].
+// Delete implements [Store]. The DEL and the PUBLISH of the key's
+// invalidation run as one transaction, so that no process can miss the
+// invalidation of a deleted value while its subscription holds.
 func (s *RedisStore) Delete(ctx context.Context, key string) error {
-	return s.rdb.Del(ctx, key).Err()
+	var del *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		del = p.Del(ctx, key)
+		p.Publish(ctx, key+invalidatedSuffix, "")
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return del.Err()
 }
 
 // NewLock implements [Store] with a redsync mutex that tries once and
@@ -171,7 +193,17 @@ func (s *RedisStore) Subscribe(ctx context.Context, key string) (<-chan struct{}
 	return ch, cancel, nil
 }
 
-// listen opens the process's one subscription connection if it is not open.
+// WatchInvalidations implements [InvalidationWatcher] on the process's
+// one pattern subscription, which it opens if it is not open yet.
+func (s *RedisStore) WatchInvalidations(ctx context.Context, invalidate func(key string), reset func()) (func(), error) {
+	if err := s.listen(ctx); err != nil {
+		return nil, err
+	}
+	return s.watchers.add(invalidate, reset), nil
+}
+
+// listen opens the process's one subscription connection if it is not
+// open, and returns once Redis confirmed both of its patterns.
 func (s *RedisStore) listen(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,26 +213,45 @@ func (s *RedisStore) listen(ctx context.Context) error {
 	case s.ps != nil:
 		return nil
 	}
-	ps := s.rdb.PSubscribe(ctx, channelPattern)
-	if _, err := ps.Receive(ctx); err != nil {
-		_ = ps.Close()
-		return err
+	ps := s.rdb.PSubscribe(ctx, channelPattern, invalidatedPattern)
+	for range 2 {
+		if _, err := ps.Receive(ctx); err != nil {
+			_ = ps.Close()
+			return err
+		}
 	}
 	// From here go-redis reconnects and resubscribes by itself; a
-	// notification published while it does is lost, and the waiters'
-	// polling covers that.
+	// message published while it does is lost. The waiters' polling
+	// covers a lost notification; for a lost invalidation, the
+	// resubscription's confirmation resets the watchers (see forward).
 	s.ps = ps
 	s.done = make(chan struct{})
-	go s.forward(ps.Channel(), s.done)
+	go s.forward(ps.ChannelWithSubscriptions(), s.done)
 	return nil
 }
 
-// forward fans notifications out to this process's waiters until the
-// subscription is closed.
-func (s *RedisStore) forward(ch <-chan *redis.Message, done chan<- struct{}) {
+// forward fans notifications out to this process's waiters, and
+// invalidations to its watchers, until the subscription is closed.
+func (s *RedisStore) forward(ch <-chan any, done chan<- struct{}) {
 	defer close(done)
+	// Closed: no invalidation will be seen any more.
+	defer s.watchers.reset()
 	for msg := range ch {
-		s.wake.Wake(strings.TrimSuffix(msg.Channel, channelSuffix))
+		switch msg := msg.(type) {
+		case *redis.Message:
+			if key, ok := strings.CutSuffix(msg.Channel, invalidatedSuffix); ok {
+				s.watchers.invalidate(key)
+			} else {
+				s.wake.Wake(strings.TrimSuffix(msg.Channel, channelSuffix))
+			}
+		case *redis.Subscription:
+			// listen consumed the first confirmations, so this is go-redis
+			// subscribing again on a new connection: invalidations
+			// published while it had none were lost.
+			if msg.Kind == "psubscribe" && msg.Channel == invalidatedPattern {
+				s.watchers.reset()
+			}
+		}
 	}
 }
 
@@ -210,7 +261,8 @@ func (s *RedisStore) Notify(ctx context.Context, key string) error {
 }
 
 // Close releases the store's subscription connection and stops its
-// goroutine. It does not close the Redis client.
+// goroutine; local tiers watching the store's invalidations are emptied
+// and keep nothing more. It does not close the Redis client.
 func (s *RedisStore) Close() error {
 	s.mu.Lock()
 	ps, done := s.ps, s.done

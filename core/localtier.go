@@ -1,0 +1,369 @@
+package core
+
+import (
+	"context"
+	"hash/maphash"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"weak"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
+)
+
+// InvalidationWatcher is implemented by a [Store] that can tell every
+// process sharing it when a key's value was deleted or replaced. The local
+// tier ([WithLocalTier]) needs it to drop its copies: [New] panics if the
+// store given with that option does not implement it. [RedisStore] and
+// [MemoryStore] do; a wrapper around either must forward it.
+type InvalidationWatcher interface {
+	// WatchInvalidations calls invalidate(key) after [Store.Delete]
+	// deleted key, or [Store.Replace] replaced its value, in any process
+	// sharing the store, this one included. It calls reset when
+	// invalidations may have been missed — the store's connection broke
+	// and was restored, or the store was closed — so that everything
+	// learned before must be dropped. It returns once watching has begun:
+	// a Delete or Replace that completes afterwards is seen. stop ends the
+	// watch; callbacks may still arrive while it returns. The callbacks
+	// must be quick: they run on the store's delivery goroutine.
+	WatchInvalidations(ctx context.Context, invalidate func(key string), reset func()) (stop func(), err error)
+}
+
+// The local tier is a [Store] decorator that [New] installs in front of
+// the shared store (and its circuit breaker) when [WithLocalTier] is
+// given. The design, and why:
+//
+//   - Decorator, not engine code: the engine keeps talking to one Store, and
+//     every path that changes a shared entry (the HTTP layer's Delete, the
+//     engine's Replace of corrupt entries and of revalidated responses) goes
+//     through the decorator without knowing about it. The one engine hook
+//     is a fast path in lookup that reads a hit straight from the tier,
+//     already decoded, before paying for a store-call context.
+//   - What enters: only what the shared store returned to this process — a
+//     Get or a SetNX (won, or the winner's value read back) — and only when
+//     it decodes to a fresh value entry. Pass markers, stale entries (kept
+//     in the shared store for revalidation) and bytes that do not decode
+//     never enter, so they are always read from the shared store.
+//   - How long: until the entry's own freshness ends (stored-at plus
+//     lifetime, as recorded in the entry), as an otter per-entry expiry,
+//     and at most as many bytes as the option says (otter weigher).
+//   - Invalidation: the store broadcasts Delete and Replace to every process
+//     ([InvalidationWatcher]; the Redis store publishes on a per-key
+//     channel in the same transaction as the change, and the process's one
+//     pattern subscription delivers it). A value read before an
+//     invalidation must not be inserted after it: every read notes a
+//     version (a per-stripe counter bumped by each invalidation, plus an
+//     epoch bumped by each reset) before going to the shared store, and the
+//     insert is undone if the version moved meanwhile.
+//   - Nothing enters before the watch is confirmed, and after a reset (a
+//     subscription that broke and came back, or a closed store) the tier is
+//     emptied and the watch registered again before anything enters anew.
+type localTier struct {
+	Store                       // the shared store, behind the breaker if any
+	source  InvalidationWatcher // the shared store itself, for its broadcasts
+	entries *otter.Cache[string, localEntry]
+	report  func(ctx context.Context, err error)
+	guard   func(f func() error) error // the circuit breaker's, if any
+
+	seed     maphash.Seed
+	stripes  [localStripes]atomic.Uint64 // invalidations seen, by key stripe
+	epoch    atomic.Uint64               // resets seen
+	watching atomic.Bool                 // a watch is registered and confirmed
+
+	mu      sync.Mutex // guards unwatch, cleanup and retryAt; held while a watch starts
+	unwatch func()     // ends the current watch; nil when not watching
+	cleanup runtime.Cleanup
+	retryAt time.Time // no new watch attempt before this, after one failed
+}
+
+var _ Store = (*localTier)(nil)
+
+// localStripes is how many version counters the keys share. More stripes
+// mean fewer reads turned away by another key's invalidation.
+const localStripes = 256
+
+// localEntryOverhead is what an entry costs beyond its key and bytes: the
+// entry struct and otter's node, roughly.
+const localEntryOverhead = 128
+
+// watchRetry is how long the tier waits after a failed watch attempt
+// before trying again; meanwhile nothing enters the tier.
+const watchRetry = time.Second
+
+// localEntry is one entry of the local tier, kept decoded.
+type localEntry struct {
+	enc []byte      // the bytes as stored
+	e   entry.Entry // decoded; e.Value aliases enc
+}
+
+// newLocalTier returns shared fronted by a tier of at most maxBytes.
+// source is the store that broadcasts invalidations; shared may wrap it.
+func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, report func(ctx context.Context, err error)) *localTier {
+	guard := func(f func() error) error { return f() }
+	if b, ok := shared.(*breakerStore); ok {
+		// While the breaker is open, starting a watch fails at once
+		// instead of waiting out a store timeout.
+		guard = b.guard
+	}
+	return &localTier{
+		Store:  shared,
+		source: source,
+		report: report,
+		guard:  guard,
+		seed:   maphash.MakeSeed(),
+		entries: otter.Must(&otter.Options[string, localEntry]{
+			MaximumWeight: uint64(maxBytes),
+			Weigher: func(key string, v localEntry) uint32 {
+				return uint32(min(len(key)+len(v.enc)+localEntryOverhead, 1<<32-1))
+			},
+			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, localEntry]) time.Duration {
+				return time.Until(e.Value.e.Expires())
+			}),
+			Clock: ticklessClock{},
+		}),
+	}
+}
+
+// ticklessClock is otter's real clock without ticks. Ticks only drive
+// otter's periodic clean-up goroutine, which a Cache (it has no Close)
+// could not stop; without them expired entries are still never returned
+// (otter checks expiry on every read), and they are removed by the
+// maintenance that writes trigger, within the byte budget meanwhile.
+type ticklessClock struct{}
+
+func (ticklessClock) NowNano() int64                      { return time.Now().UnixNano() }
+func (ticklessClock) Tick(time.Duration) <-chan time.Time { return nil }
+
+// lookup returns key's entry if the tier holds it and it is fresh.
+func (l *localTier) lookup(key string) (result, bool) {
+	v, ok := l.entries.GetIfPresent(key)
+	if !ok || !fresh(v.e) {
+		return result{}, false
+	}
+	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal}, true
+}
+
+// Get implements [Store]: from the tier if it holds key, else from the
+// shared store, keeping a fresh value for next time.
+func (l *localTier) Get(ctx context.Context, key string) ([]byte, error) {
+	if v, ok := l.entries.GetIfPresent(key); ok && fresh(v.e) {
+		return v.enc, nil
+	}
+	seen, admit := l.begin(ctx, key)
+	b, err := l.Store.Get(ctx, key)
+	if err == nil && admit {
+		l.admit(key, b, seen)
+	}
+	return b, err
+}
+
+// SetNX implements [Store], keeping the value the key holds afterwards
+// (ours or the winner's) if it is fresh. The tier keeps value itself: the
+// Cache never modifies it.
+func (l *localTier) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) ([]byte, bool, error) {
+	seen, admit := l.begin(ctx, key)
+	stored, won, err := l.Store.SetNX(ctx, key, value, ttl)
+	if err == nil && admit {
+		l.admit(key, stored, seen)
+	}
+	return stored, won, err
+}
+
+// Replace implements [Store]. The store tells the other processes; this
+// one drops its copy after the shared change, so that no read from before
+// the change can put the old value back (see admit).
+func (l *localTier) Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	ok, err := l.Store.Replace(ctx, key, old, value, ttl)
+	l.invalidate(key)
+	return ok, err
+}
+
+// Delete implements [Store], dropping this process's copy like Replace.
+func (l *localTier) Delete(ctx context.Context, key string) error {
+	err := l.Store.Delete(ctx, key)
+	l.invalidate(key)
+	return err
+}
+
+// begin prepares a read of key from the shared store: it returns the
+// version to compare at insert time, and whether the value may enter at
+// all (a watch is confirmed).
+func (l *localTier) begin(ctx context.Context, key string) (seen uint64, admit bool) {
+	// The version is read before watching is checked: a reset clears
+	// watching before bumping the epoch, so a read that saw watching set
+	// either predates the reset's bump (and its insert is undone) or
+	// follows a watch registered again.
+	for range 2 {
+		seen = l.version(key)
+		if l.watching.Load() {
+			return seen, true
+		}
+		if !l.watch(ctx) {
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// version is the count of invalidations and resets that can concern key.
+// Both counters only grow, so their sum moves whenever either does.
+func (l *localTier) version(key string) uint64 {
+	return l.epoch.Load() + l.stripe(key).Load()
+}
+
+func (l *localTier) stripe(key string) *atomic.Uint64 {
+	return &l.stripes[maphash.String(l.seed, key)%localStripes]
+}
+
+// admit keeps b at key if it is a fresh value entry and no invalidation
+// of key was seen since the read began at version seen.
+func (l *localTier) admit(key string, b []byte, seen uint64) {
+	e, err := entry.Decode(b)
+	if err != nil || e.Kind != entry.KindValue || !fresh(e) {
+		return
+	}
+	l.entries.Set(key, localEntry{enc: b, e: e})
+	// An invalidation that came after the read but before this insert
+	// bumped the version: undo. One that comes after this check deletes
+	// the entry itself.
+	if l.version(key) != seen {
+		l.entries.Invalidate(key)
+	}
+}
+
+// invalidate drops key, and turns away inserts of values read before now.
+func (l *localTier) invalidate(key string) {
+	l.stripe(key).Add(1)
+	l.entries.Invalidate(key)
+}
+
+// reset drops everything: invalidations may have been missed. The watch
+// is registered again before anything enters anew.
+func (l *localTier) reset() {
+	l.mu.Lock()
+	l.watching.Store(false)
+	l.epoch.Add(1)
+	unwatch := l.unwatch
+	l.unwatch = nil
+	l.cleanup.Stop()
+	l.mu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
+	l.entries.InvalidateAll()
+}
+
+// watch registers the tier with the store's invalidation broadcasts and
+// reports whether it is watching. Only one caller at a time tries; the
+// others go on without the tier meanwhile rather than queue behind a
+// store call.
+func (l *localTier) watch(ctx context.Context) bool {
+	if !l.mu.TryLock() {
+		return false
+	}
+	defer l.mu.Unlock()
+	if l.watching.Load() {
+		return true
+	}
+	if time.Now().Before(l.retryAt) {
+		return false
+	}
+	// The store holds these callbacks for as long as it lives, so they
+	// reach the tier through a weak pointer: a Cache that is no longer
+	// used is collected with its tier, and the cleanup ends the watch.
+	wl := weak.Make(l)
+	var unwatch func()
+	err := l.guard(func() (err error) {
+		unwatch, err = l.source.WatchInvalidations(ctx,
+			func(key string) {
+				if l := wl.Value(); l != nil {
+					l.invalidate(key)
+				}
+			},
+			func() {
+				if l := wl.Value(); l != nil {
+					l.reset()
+				}
+			})
+		return err
+	})
+	if err != nil {
+		l.retryAt = time.Now().Add(watchRetry)
+		l.report(ctx, err)
+		return false
+	}
+	l.unwatch = unwatch
+	l.cleanup = runtime.AddCleanup(l, func(unwatch func()) { unwatch() }, unwatch)
+	l.watching.Store(true)
+	return true
+}
+
+// invalidationWatchers is the registry behind a store's
+// [InvalidationWatcher]. The zero value is ready to use.
+type invalidationWatchers struct {
+	mu  sync.Mutex // guards set
+	set map[*invalidationWatch]struct{}
+}
+
+type invalidationWatch struct {
+	invalidate func(key string)
+	reset      func()
+}
+
+// add registers a watch; stop removes it.
+func (ws *invalidationWatchers) add(invalidate func(key string), reset func()) (stop func()) {
+	w := &invalidationWatch{invalidate: invalidate, reset: reset}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.set == nil {
+		ws.set = make(map[*invalidationWatch]struct{})
+	}
+	ws.set[w] = struct{}{}
+	return func() {
+		ws.mu.Lock()
+		defer ws.mu.Unlock()
+		delete(ws.set, w)
+	}
+}
+
+// snapshot returns the registered watches; callbacks run outside the lock,
+// so that they may stop their own watch.
+func (ws *invalidationWatchers) snapshot() []*invalidationWatch {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	out := make([]*invalidationWatch, 0, len(ws.set))
+	for w := range ws.set {
+		out = append(out, w)
+	}
+	return out
+}
+
+// invalidate tells every watch that key changed.
+func (ws *invalidationWatchers) invalidate(key string) {
+	for _, w := range ws.snapshot() {
+		w.invalidate(key)
+	}
+}
+
+// reset tells every watch that invalidations may have been missed.
+func (ws *invalidationWatchers) reset() {
+	for _, w := range ws.snapshot() {
+		w.reset()
+	}
+}
+
+// installLocalTier puts the local tier in front of the cache's store
+// (shared, the store given to New, broadcasts the invalidations).
+func (c *Cache) installLocalTier(shared Store) {
+	source, ok := shared.(InvalidationWatcher)
+	if !ok {
+		panic("flightcache: WithLocalTier: the store does not implement InvalidationWatcher, so other processes' changes could not reach the local tier")
+	}
+	c.local = newLocalTier(c.store, source, c.cfg.localTierBytes, func(ctx context.Context, err error) {
+		c.report(ctx, "watch", "", err)
+	})
+	c.store = c.local
+}
