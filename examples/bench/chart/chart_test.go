@@ -15,8 +15,9 @@ import (
 // testdata/bench.txt is go test -bench output as the hit benchmarks will
 // print it: core's own BenchmarkHit (not an adapter: ignored), ginmw with
 // every case and three runs of bare, echomw without floor and cached-l1
-// and with a malformed line, no nethttpmw at all, and the peer with a case
-// of its own.
+// and with a malformed line, no nethttpmw at all, and the peer's library
+// comparison, one library with a case of its own, and a parallel variant
+// (not charted).
 func TestParseHitCost(t *testing.T) {
 	f, err := os.Open("testdata/bench.txt")
 	if err != nil {
@@ -27,16 +28,17 @@ func TestParseHitCost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"gin", "echo", "gin-cache (peer)"}; !slices.Equal(h.adapters, want) {
+	if want := []string{"gin", "echo", "gin-cache (peer bench)", "flightcache (peer bench)"}; !slices.Equal(h.adapters, want) {
 		t.Errorf("adapters = %q, want %q", h.adapters, want)
 	}
 	if want := []string{"bare", "floor", "cached", "cached-l1", "redis-get"}; !slices.Equal(h.cases, want) {
 		t.Errorf("cases = %q, want %q", h.cases, want)
 	}
 	want := map[string]map[string]float64{
-		"gin":              {"bare": 1200, "floor": 40000, "cached": 55000, "cached-l1": 3000}, // bare: median of 1000, 1200, 5000
-		"echo":             {"bare": 900, "cached": 53000},                                     // cached: median of 52000, 54000
-		"gin-cache (peer)": {"bare": 1100, "cached": 70000, "redis-get": 45000},
+		"gin":                      {"bare": 1200, "floor": 40000, "cached": 55000, "cached-l1": 3000}, // bare: median of 1000, 1200, 5000
+		"echo":                     {"bare": 900, "cached": 53000},                                     // cached: median of 52000, 54000
+		"gin-cache (peer bench)":   {"cached": 70000, "redis-get": 45000},
+		"flightcache (peer bench)": {"cached": 56000},
 	}
 	if !equalApprox(h.nsPerOp, want) {
 		t.Errorf("ns/op = %v, want %v", h.nsPerOp, want)

@@ -15,7 +15,7 @@ import (
 type hitBenchmark struct {
 	pkg   string // the "pkg:" of go test -bench output
 	name  string // the top-level benchmark, without "Benchmark" as benchfmt reads it
-	label string
+	label string // "": the first sub-benchmark names the library, see [classify]
 }
 
 // hitBenchmarks are the hit-cost benchmarks charted, in display order.
@@ -23,7 +23,7 @@ var hitBenchmarks = []hitBenchmark{
 	{"github.com/flightcache/flightcache/ginmw", "Hit", "gin"},
 	{"github.com/flightcache/flightcache/echomw", "Hit", "echo"},
 	{"github.com/flightcache/flightcache/nethttpmw", "Hit", "net/http"},
-	{"github.com/flightcache/flightcache/examples/bench/peer", "PeerHit", "gin-cache (peer)"},
+	{"github.com/flightcache/flightcache/examples/bench/peer", "PeerHit", ""},
 }
 
 // caseOrder is the display order of the known sub-benchmarks; others
@@ -48,6 +48,7 @@ func (h *hitCost) value(adapter, c string) (float64, bool) {
 // hitBenchmarks, the median of repeated runs (-count) of each case.
 func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
 	samples := map[string]map[string][]float64{}
+	var seen []string // labels in the order of their first result
 	h := &hitCost{nsPerOp: map[string]map[string]float64{}}
 	br := benchfmt.NewReader(r, fileName)
 	for br.Scan() {
@@ -65,6 +66,7 @@ func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
 			}
 			if samples[label] == nil {
 				samples[label] = map[string][]float64{}
+				seen = append(seen, label)
 			}
 			samples[label][c] = append(samples[label][c], sec*1e9)
 		}
@@ -72,9 +74,14 @@ func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
 	if err := br.Err(); err != nil {
 		return nil, fmt.Errorf("read benchmarks %s: %w", fileName, err)
 	}
-	for _, b := range hitBenchmarks {
-		if samples[b.label] != nil && !slices.Contains(h.adapters, b.label) {
+	for _, b := range hitBenchmarks { // adapters first, in their order
+		if samples[b.label] != nil && b.label != "" {
 			h.adapters = append(h.adapters, b.label)
+		}
+	}
+	for _, label := range seen { // then the peer's libraries, as they came
+		if !slices.Contains(h.adapters, label) {
+			h.adapters = append(h.adapters, label)
 		}
 	}
 	for label, cases := range samples {
@@ -93,6 +100,10 @@ func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
 
 // classify returns the adapter label and case name of a hit benchmark
 // result: "BenchmarkHit/cached-l1-8" in ginmw is ("gin", "cached-l1").
+// The peer's benchmark compares libraries through one framework: its first
+// sub-benchmark names the library and the rest the case, "cached" when
+// there is no more ("BenchmarkPeerHit/gin-cache-8" is
+// ("gin-cache (peer bench)", "cached")).
 func classify(r *benchfmt.Result) (label, c string, ok bool) {
 	pkg := r.GetConfig("pkg")
 	base, parts := r.Name.Parts()
@@ -106,10 +117,17 @@ func classify(r *benchfmt.Result) (label, c string, ok bool) {
 				sub = append(sub, s)
 			}
 		}
+		label = b.label
+		if label == "" && len(sub) > 0 {
+			label, sub = sub[0]+" (peer bench)", sub[1:]
+			if len(sub) == 0 {
+				sub = []string{"cached"}
+			}
+		}
 		if len(sub) == 0 {
 			return "", "", false
 		}
-		return b.label, strings.Join(sub, "/"), true
+		return label, strings.Join(sub, "/"), true
 	}
 	return "", "", false
 }

@@ -54,7 +54,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "loopback address to serve on")
 	fs.StringVar(&c.Redis, "redis", "", "shared Redis host:port (required)")
-	fs.StringVar(&c.Run, "run", "", "run id: the origin counts its calls at flightcache-bench:<run>:calls (required)")
+	fs.StringVar(&c.Run, "run", "", "run id: the origin counts its calls at flightcache-bench:{RUNID}:calls (required)")
 	fs.DurationVar(&c.OriginDelay, "origin-delay", 200*time.Millisecond, "how long each origin call takes")
 }
 
@@ -80,8 +80,10 @@ func (c Config) Args() []string {
 	return []string{"-listen", c.Listen, "-redis", c.Redis, "-run", c.Run, "-origin-delay", c.OriginDelay.String()}
 }
 
-// CallsKey is the Redis key at which the origins of run count their calls.
-func CallsKey(run string) string { return "flightcache-bench:" + run + ":calls" }
+// CallsKey is the Redis key at which the origins of run count their
+// calls: flightcache-bench:{RUNID}:calls, braces included (a Redis Cluster
+// hash tag, so that a run's keys can live on one node).
+func CallsKey(run string) string { return "flightcache-bench:{" + run + "}:calls" }
 
 // NewRedisClient returns a client for the Redis at addr that honours the
 // per-call context timeouts caches set.

@@ -46,3 +46,9 @@ func TestConfigCheck(t *testing.T) {
 		t.Errorf("Args = %q, want %q", args, want)
 	}
 }
+
+func TestCallsKey(t *testing.T) {
+	if got, want := CallsKey("r1"), "flightcache-bench:{r1}:calls"; got != want {
+		t.Errorf("CallsKey(r1) = %q, want %q", got, want)
+	}
+}
