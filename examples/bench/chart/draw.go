@@ -87,6 +87,7 @@ func extraWaitChart(cells []report.Cell) (*plot.Plot, error) {
 	}
 	p.Title.Text = fmt.Sprintf("p99 wait beyond the origin's own time: %s", herdName(cells[0]))
 	p.Y.Label.Text = "p99 extra wait (ms)"
+	p.Y.Tick.Marker = roundTicks
 	p.Y.Min = 0
 	p.Y.Max = math.Max(1, p.Y.Max*1.15)
 	return p, nil
@@ -112,6 +113,7 @@ func strategyBars(cells []report.Cell, values plotter.Values, labels []string) (
 		xys[i] = plotter.XY{X: float64(i), Y: values[i]}
 	}
 	p.NominalX(names...)
+	p.X.Min, p.X.Max = -0.5, float64(len(names))-0.5
 	l, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: labels})
 	if err != nil {
 		return nil, fmt.Errorf("bar labels: %w", err)
@@ -156,6 +158,7 @@ func hitCostChart(h *hitCost) (*plot.Plot, error) {
 	}
 	p.Add(plotter.NewGrid())
 	p.NominalX(h.adapters...)
+	p.X.Min, p.X.Max = -0.5, float64(len(h.adapters))-0.5 // room for the outer groups' bars
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Legend.TextStyle.Font.Size = 9
 	p.Legend.XOffs = 4
@@ -168,6 +171,23 @@ func hitCostChart(h *hitCost) (*plot.Plot, error) {
 	p.Y.Max = highest * math.Pow(10, decades*legend/(1-legend))
 	return p, nil
 }
+
+// roundTicks label a linear axis about five times, at multiples of 1, 2
+// or 5 times a power of ten, without trailing zeros.
+var roundTicks = plot.TickerFunc(func(min, max float64) []plot.Tick {
+	step := math.Pow(10, math.Floor(math.Log10((max-min)/5)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if (max-min)/(step*m) <= 6 {
+			step *= m
+			break
+		}
+	}
+	var ticks []plot.Tick
+	for i := math.Ceil(min / step); i*step <= max; i++ {
+		ticks = append(ticks, plot.Tick{Value: i * step, Label: strconv.FormatFloat(i*step, 'f', -1, 64)})
+	}
+	return ticks
+})
 
 // durationTicks are log-scale ticks labelled as durations of that many
 // nanoseconds ("1µs", "100µs").

@@ -103,7 +103,8 @@ func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
 // The peer's benchmark compares libraries through one framework: its first
 // sub-benchmark names the library and the rest the case, "cached" when
 // there is no more ("BenchmarkPeerHit/gin-cache-8" is
-// ("gin-cache (peer bench)", "cached")).
+// ("gin-cache\n(peer bench)", "cached"); the line break keeps axis labels
+// apart).
 func classify(r *benchfmt.Result) (label, c string, ok bool) {
 	pkg := r.GetConfig("pkg")
 	base, parts := r.Name.Parts()
@@ -119,7 +120,7 @@ func classify(r *benchfmt.Result) (label, c string, ok bool) {
 		}
 		label = b.label
 		if label == "" && len(sub) > 0 {
-			label, sub = sub[0]+" (peer bench)", sub[1:]
+			label, sub = sub[0]+"\n(peer bench)", sub[1:]
 			if len(sub) == 0 {
 				sub = []string{"cached"}
 			}
