@@ -32,7 +32,7 @@ import (
 	"github.com/flightcache/flightcache/nethttpmw"
 )
 
-// Strategies lists the values -strategy accepts.
+// strategies lists the values -strategy accepts.
 var strategies = []string{"none", "singleflight", "polling", "flightcache"}
 
 func main() {
