@@ -6,7 +6,11 @@
 // P×N it reports how many times the origin ran (counted in Redis, so
 // exactly, across processes), how many distinct bodies the clients got,
 // the p50/p99/max extra wait (client latency minus the origin delay) and
-// the errors.
+// the errors. Each client has its own keep-alive connection, opened
+// before its herd is released, and each fresh fleet first serves a small
+// unmeasured herd, so that neither connection setup nor a process's first
+// requests are measured. Every cell runs -rounds herds, each on a cold key
+// of its own.
 //
 //	go run ./examples/bench/stampede -redis 127.0.0.1:6379 -out stampede.json
 //
@@ -29,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -243,6 +248,9 @@ func measureFleet(ctx context.Context, rdb *redis.Client, s strategy, p int, o o
 	}
 	defer rdb.Del(context.WithoutCancel(ctx), benchserver.CallsKey(cfg.Run))
 	defer f.stop()
+	if err := warmUp(ctx, f, cfg.Run, o.timeout); err != nil {
+		return nil, fmt.Errorf("%s P=%d: %w", s.name, p, err)
+	}
 	var cells []report.Cell
 	for _, n := range o.clients {
 		c, err := measure(ctx, rdb, f, s, fmt.Sprintf("%s-n%d", cfg.Run, n), n, o) // fresh keys per cell
@@ -255,6 +263,20 @@ func measureFleet(ctx context.Context, rdb *redis.Client, s strategy, p int, o o
 		cells = append(cells, c)
 	}
 	return cells, nil
+}
+
+// warmUp sends a small herd, 10 clients per process, for a key of its
+// own through the fresh fleet and checks every request succeeds: a
+// process's first requests dial Redis, subscribe and run code for the
+// first time, which the measured herds should not pay for.
+func warmUp(ctx context.Context, f *fleet, run string, timeout time.Duration) error {
+	_, outcomes := herd(ctx, f.urls, benchserver.ItemPrefix+run+"-warm", 10*len(f.urls), timeout)
+	for _, o := range outcomes {
+		if o.err != nil || o.status != http.StatusOK {
+			return fmt.Errorf("warm-up request: status %d, error %v", o.status, o.err)
+		}
+	}
+	return nil
 }
 
 // resolveStrategies finds or builds the binaries of o's strategies.
