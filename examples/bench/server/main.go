@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -51,6 +52,7 @@ func main() {
 	origin := benchserver.NewOrigin(rdb, cfg.Run, cfg.OriginDelay)
 	who := fmt.Sprintf("bench server %s (%s)", cfg.Listen, *strategy)
 
+	mux := http.NewServeMux()
 	var items http.Handler
 	switch *strategy {
 	case "none":
@@ -65,14 +67,19 @@ func main() {
 		if *storeTimeout > 0 {
 			opts = append(opts, core.WithStoreTimeout(*storeTimeout))
 		}
-		h, closeCache := cached(who, cfg, *strategy == "polling", origin, opts...)
+		c, closeCache := cached(who, cfg, *strategy == "polling", opts...)
 		defer closeCache()
-		items = h
+		items = nethttpmw.Wrap(origin, c)
+		mux.HandleFunc("GET "+benchserver.StatsPath, func(w http.ResponseWriter, r *http.Request) {
+			stats := app.Stats(c, 0)
+			delete(stats, "origin_calls") // counted in Redis, by the origins
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(stats)
+		})
 	default:
 		log.Fatalf("-strategy %q: want one of %v", *strategy, strategies)
 	}
 
-	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", benchserver.Healthz)
 	mux.Handle("GET "+benchserver.ItemPrefix+"{id}", items)
 	app.Serve(who, cfg.Listen, "/item/1", mux)
@@ -96,11 +103,10 @@ func collapse(origin *benchserver.Origin) http.Handler {
 	})
 }
 
-// cached puts flightcache on Redis in front of origin, under a namespace
-// of the run's own; without wake-ups, waiters poll. It returns the handler
-// and a function that closes the store and reports the errors the cache
-// absorbed.
-func cached(who string, cfg benchserver.Config, poll bool, origin http.Handler, opts ...core.Option) (http.Handler, func()) {
+// cached returns flightcache on Redis, under a namespace of the run's own;
+// without wake-ups, waiters poll. It also returns a function that closes
+// the store and reports the errors the cache absorbed.
+func cached(who string, cfg benchserver.Config, poll bool, opts ...core.Option) (*core.Cache, func()) {
 	store, _, closeStore, err := app.Open(cfg.Redis)
 	if err != nil {
 		log.Fatal(err)
@@ -117,8 +123,7 @@ func cached(who string, cfg benchserver.Config, poll bool, origin http.Handler, 
 				log.Printf("%s: cache (serving uncached): %v", who, err)
 			}
 		}))
-	c := core.New(store, opts...)
-	return nethttpmw.Wrap(origin, c), func() {
+	return core.New(store, opts...), func() {
 		closeStore()
 		if n := absorbed.Load(); n > 0 {
 			fmt.Fprintf(os.Stderr, "%s: %d cache errors absorbed\n", who, n)

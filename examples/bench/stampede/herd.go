@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,9 +31,11 @@ type outcome struct {
 
 // round is one herd's result.
 type round struct {
-	originCalls int64
-	released    time.Time // when the requests were let go
-	outcomes    []outcome
+	originCalls   int64
+	cacheErrors   int64 // absorbed store errors, if reportsErrors
+	reportsErrors bool
+	released      time.Time // when the requests were let go
+	outcomes      []outcome
 }
 
 // measure runs one cell: o.rounds herds of clients concurrent GETs, each
@@ -57,6 +60,7 @@ func measureRound(ctx context.Context, rdb *redis.Client, f *fleet, item string,
 	if err != nil {
 		return round{}, err
 	}
+	errorsBefore, reports := cacheErrors(ctx, f)
 	released, outcomes := herd(ctx, f.urls, benchserver.ItemPrefix+item, clients, timeout)
 	if err := ctx.Err(); err != nil {
 		return round{}, err
@@ -65,7 +69,38 @@ func measureRound(ctx context.Context, rdb *redis.Client, f *fleet, item string,
 	if err != nil {
 		return round{}, err
 	}
-	return round{originCalls: after - before, released: released, outcomes: outcomes}, nil
+	errorsAfter, reportsAfter := cacheErrors(ctx, f)
+	return round{
+		originCalls: after - before, released: released, outcomes: outcomes,
+		cacheErrors: errorsAfter - errorsBefore, reportsErrors: reports && reportsAfter,
+	}, nil
+}
+
+// cacheErrors sums the store errors the fleet's caches report at
+// benchserver.StatsPath; ok is false unless every server reports them.
+func cacheErrors(ctx context.Context, f *fleet) (total int64, ok bool) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	for _, u := range f.urls {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+benchserver.StatsPath, nil)
+		if err != nil {
+			return 0, false
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, false
+		}
+		var stats struct {
+			Errors *int64 `json:"errors"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&stats)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil || stats.Errors == nil {
+			return 0, false
+		}
+		total += *stats.Errors
+	}
+	return total, true
 }
 
 // herd gives each client its own connection to its server (client i uses
@@ -124,7 +159,11 @@ func get(ctx context.Context, client *http.Client, url string) outcome {
 func summarize(rounds []round, originDelay time.Duration) report.Cell {
 	c := report.Cell{Rounds: len(rounds)}
 	var extra []time.Duration
+	var cacheErrors int64
+	reported := len(rounds) > 0
 	for _, r := range rounds {
+		cacheErrors += r.cacheErrors
+		reported = reported && r.reportsErrors
 		bodies := map[string]bool{}
 		for _, o := range r.outcomes {
 			switch {
@@ -140,6 +179,9 @@ func summarize(rounds []round, originDelay time.Duration) report.Cell {
 		c.OriginCallsPerRound = append(c.OriginCallsPerRound, r.originCalls)
 		c.OriginCalls = max(c.OriginCalls, r.originCalls)
 		c.DistinctBodies = max(c.DistinctBodies, len(bodies))
+	}
+	if reported {
+		c.CacheErrors = &cacheErrors
 	}
 	if len(extra) > 0 {
 		slices.Sort(extra)

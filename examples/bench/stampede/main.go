@@ -332,12 +332,17 @@ func printTable(w io.Writer, rep *report.Stampede) {
 		}
 		return slices.Index(rep.Strategies, a.Strategy) - slices.Index(rep.Strategies, b.Strategy)
 	})
-	fmt.Fprintf(w, "origin calls and distinct bodies: the most in one round; waits: over all rounds\n\n")
+	fmt.Fprintf(w, "origin calls and distinct bodies: the most in one round; waits: over all rounds;\n")
+	fmt.Fprintf(w, "cache errors: store errors the caches absorbed by serving uncached, in all rounds\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "N\tP\tstrategy\torigin calls\tdistinct bodies\tp50 ms\tp99 ms\tmax ms\tnon-200\ttransport errors\t")
+	fmt.Fprintln(tw, "N\tP\tstrategy\torigin calls\tdistinct bodies\tp50 ms\tp99 ms\tmax ms\tnon-200\ttransport errors\tcache errors\t")
 	for _, c := range cells {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%.1f\t%.1f\t%.1f\t%d\t%d\t\n", c.Clients, c.Processes, c.Strategy,
-			c.OriginCalls, c.DistinctBodies, c.ExtraWaitP50MS, c.ExtraWaitP99MS, c.ExtraWaitMaxMS, c.StatusErrors, c.TransportErrors)
+		cacheErrors := "-" // not reported
+		if c.CacheErrors != nil {
+			cacheErrors = strconv.FormatInt(*c.CacheErrors, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%.1f\t%.1f\t%.1f\t%d\t%d\t%s\t\n", c.Clients, c.Processes, c.Strategy,
+			c.OriginCalls, c.DistinctBodies, c.ExtraWaitP50MS, c.ExtraWaitP99MS, c.ExtraWaitMaxMS, c.StatusErrors, c.TransportErrors, cacheErrors)
 	}
 	tw.Flush()
 }

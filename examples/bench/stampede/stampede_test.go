@@ -75,6 +75,12 @@ func TestSmoke(t *testing.T) {
 		if c.DistinctBodies != 1 {
 			t.Errorf("%s: %d distinct bodies in a round, want 1", name, c.DistinctBodies)
 		}
+		if c.CacheErrors == nil {
+			t.Errorf("%s: cache errors not reported", name)
+		}
+	}
+	if c := byStrategy["none"].CacheErrors; c != nil {
+		t.Errorf("none: %d cache errors reported, want none reported (no cache)", *c)
 	}
 	if f := smokeFailures(rep, o.strategies); len(f) != 0 {
 		t.Errorf("smokeFailures = %q, want none", f)

@@ -14,7 +14,8 @@
 //     sleeps for the origin delay and returns [Body]: "call <n> ...",
 //     padded to [BodySize] bytes, unique per origin call;
 //
-// and shut down on SIGTERM. Every request the harness sends carries the
+// and shut down on SIGTERM. Optionally, a server whose cache counts the
+// store errors it absorbed serves its counters at [StatsPath]. Every request the harness sends carries the
 // same Host header, as a load balancer in front of a fleet forwards it, so
 // caches that key on the host share entries across the processes.
 // RUNID is unique per fleet; the harness uses a fresh id per measurement,
@@ -41,6 +42,11 @@ const BodySize = 2048
 
 // ItemPrefix is the path prefix of the cached endpoint: GET ItemPrefix+id.
 const ItemPrefix = "/item/"
+
+// StatsPath is where a server may answer a JSON object of its cache's
+// counters; the harness reads "errors": the store errors the cache absorbed
+// by serving uncached (failing open), since the server started.
+const StatsPath = "/debug/cache-stats"
 
 // Config is what the harness tells a server process on its command line.
 type Config struct {

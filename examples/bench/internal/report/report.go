@@ -48,6 +48,11 @@ type Cell struct {
 	ExtraWaitP99MS float64 `json:"extra_wait_p99_ms"`
 	ExtraWaitMaxMS float64 `json:"extra_wait_max_ms"`
 
+	// CacheErrors counts the store errors the servers' caches absorbed by
+	// serving uncached (fail-open), in all rounds; nil when the strategy's
+	// servers do not report them (only flightcache and polling do).
+	CacheErrors *int64 `json:"cache_errors,omitempty"`
+
 	StatusErrors    int `json:"status_errors"`    // responses other than 200, in all rounds
 	TransportErrors int `json:"transport_errors"` // requests without a complete response, in all rounds
 }
