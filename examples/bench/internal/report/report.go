@@ -1,0 +1,86 @@
+// Package report is the JSON document the stampede benchmark writes and
+// the chart generator reads.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Stampede is one run of the stampede benchmark.
+type Stampede struct {
+	Machine       Machine   `json:"machine"`
+	Started       time.Time `json:"started"`
+	OriginDelayMS float64   `json:"origin_delay_ms"`
+	Strategies    []string  `json:"strategies"` // in the order they were run
+	Cells         []Cell    `json:"cells"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	GOOS         string `json:"goos"`
+	GOARCH       string `json:"goarch"`
+	NumCPU       int    `json:"num_cpu"`
+	GoVersion    string `json:"go_version"`
+	RedisVersion string `json:"redis_version"`
+}
+
+// Cell is Rounds herds, each of Clients concurrent requests for a cold
+// key of its own, spread over Processes server processes running Strategy.
+type Cell struct {
+	Strategy  string `json:"strategy"`
+	Processes int    `json:"processes"`
+	Clients   int    `json:"clients"`
+	Rounds    int    `json:"rounds"`
+
+	// Origin calls, counted by the origins in Redis, and distinct bodies
+	// among the 200 responses: the most any round had.
+	OriginCalls         int64   `json:"origin_calls"`
+	DistinctBodies      int     `json:"distinct_bodies"`
+	OriginCallsPerRound []int64 `json:"origin_calls_per_round"`
+
+	// Extra wait: a client's latency, from the herd's release to its
+	// last body byte, minus the origin delay. Over the successful requests
+	// of every round.
+	ExtraWaitP50MS float64 `json:"extra_wait_p50_ms"`
+	ExtraWaitP99MS float64 `json:"extra_wait_p99_ms"`
+	ExtraWaitMaxMS float64 `json:"extra_wait_max_ms"`
+
+	// CacheErrors counts the store errors the servers' caches absorbed by
+	// serving uncached (fail-open), in all rounds; nil when the strategy's
+	// servers do not report them (only flightcache and polling do).
+	CacheErrors *int64 `json:"cache_errors,omitempty"`
+
+	StatusErrors    int `json:"status_errors"`    // responses other than 200, in all rounds
+	TransportErrors int `json:"transport_errors"` // requests without a complete response, in all rounds
+}
+
+// Errors is the number of clients that got no 200 response.
+func (c Cell) Errors() int { return c.StatusErrors + c.TransportErrors }
+
+// Write stores s as indented JSON at path.
+func (s *Stampede) Write(path string) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode stampede report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write stampede report: %w", err)
+	}
+	return nil
+}
+
+// ReadStampede reads a report written by [Stampede.Write].
+func ReadStampede(path string) (*Stampede, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read stampede report: %w", err)
+	}
+	var s Stampede
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("decode stampede report %s: %w", path, err)
+	}
+	return &s, nil
+}
