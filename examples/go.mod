@@ -4,11 +4,13 @@ go 1.26.0
 
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
+	github.com/chenyahui/gin-cache v1.10.0
 	github.com/flightcache/flightcache/core v0.0.0
 	github.com/flightcache/flightcache/echomw v0.0.0-00010101000000-000000000000
 	github.com/flightcache/flightcache/ginmw v0.0.0-00010101000000-000000000000
 	github.com/flightcache/flightcache/nethttpmw v0.0.0-00010101000000-000000000000
 	github.com/gin-gonic/gin v1.12.0
+	github.com/go-redis/redis/v8 v8.11.5
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/redis/go-redis/v9 v9.23.0
 )
@@ -42,7 +44,9 @@ require (
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f // indirect
 	github.com/go-redsync/redsync/v4 v4.18.1 // indirect
+	github.com/jellydator/ttlcache/v2 v2.11.1 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
 	github.com/mattn/go-colorable v0.1.15 // indirect
 	github.com/mattn/go-isatty v0.0.22 // indirect
