@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -159,10 +160,20 @@ func run(ctx context.Context, cfg config) ([]result, error) {
 	return results, nil
 }
 
-// buildExample builds the gin example into dir and returns the binary.
+// buildExample builds the gin example into dir and returns the binary. It
+// builds the example beside this program's source when that is on disk
+// (go run, go build without -trimpath), so that both come from one
+// checkout whatever the working directory; otherwise the one the working
+// directory's module or workspace provides.
 func buildExample(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "gin")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ginExample)
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		src := filepath.Join(filepath.Dir(file), "..", "..", "gin")
+		if _, err := os.Stat(filepath.Join(src, "main.go")); err == nil {
+			cmd.Dir = src
+		}
+	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build %s: %w", ginExample, err)
