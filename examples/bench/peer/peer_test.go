@@ -145,9 +145,43 @@ func serveHit(b *testing.B, h http.Handler, w *discardWriter, req *http.Request)
 	}
 }
 
+// hotRedisKey stores a 2 KiB value in the Redis at FLIGHTCACHE_REDIS_ADDR
+// and returns a client and the key: the floor both caches' hits stand on,
+// one GET of the response's size.
+func hotRedisKey(b *testing.B) (*redis.Client, string) {
+	addr := redisAddr(b)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	b.Cleanup(func() { rdb.Close() })
+	key := "flightcache-bench:{" + newRunID() + "}:raw"
+	if err := rdb.Set(context.Background(), key, body(1, "/item/1"), itemTTL).Err(); err != nil {
+		b.Fatalf("Redis at %s: %v", addr, err)
+	}
+	return rdb, key
+}
+
+// getHot reads key and fails the benchmark unless it holds the 2 KiB value.
+func getHot(b *testing.B, rdb *redis.Client, key string) bool {
+	v, err := rdb.Get(context.Background(), key).Bytes()
+	if err != nil || len(v) != bodySize {
+		b.Errorf("GET %s: %d bytes, %v; want %d bytes", key, len(v), err, bodySize)
+		return false
+	}
+	return true
+}
+
 // BenchmarkPeerHit compares a cache hit through gin-cache's Redis store with
 // one through flightcache's: the same gin route, body, writer and Redis.
+// redis-get is their floor: one bare GET of a value of the body's size.
 func BenchmarkPeerHit(b *testing.B) {
+	b.Run("redis-get", func(b *testing.B) {
+		rdb, key := hotRedisKey(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			if !getHot(b, rdb, key) {
+				return
+			}
+		}
+	})
 	for _, p := range peers {
 		b.Run(p.name, func(b *testing.B) {
 			h := hotEngine(b, p)
@@ -163,6 +197,17 @@ func BenchmarkPeerHit(b *testing.B) {
 // BenchmarkPeerHitParallel is BenchmarkPeerHit with GOMAXPROCS goroutines
 // requesting the one hot key.
 func BenchmarkPeerHitParallel(b *testing.B) {
+	b.Run("redis-get", func(b *testing.B) {
+		rdb, key := hotRedisKey(b)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if !getHot(b, rdb, key) {
+					return
+				}
+			}
+		})
+	})
 	for _, p := range peers {
 		b.Run(p.name, func(b *testing.B) {
 			h := hotEngine(b, p)
