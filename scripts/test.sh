@@ -148,6 +148,9 @@ log "fuzz smoke"
 go test -run '^$' -fuzz '^FuzzDecodeEntry$' -fuzztime 10s ./core/internal/entry
 
 log "benchmark smoke"
-go test -run '^$' -bench . -benchtime 1x ./core
+go test -run '^$' -bench . -benchtime 1x ./core ./examples/bench/peer
+
+log "load smoke (vegeta on examples/gin, without and with flightcache)"
+go run ./examples/bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -smoke
 
 log "all tests passed"

@@ -29,13 +29,11 @@ func main() {
 	ttl := flag.Duration("ttl", time.Minute, "how long products stay cached")
 	name := flag.String("name", "", "instance name shown in responses (default: the listen address)")
 	namespace := flag.String("namespace", "example-gin", "cache key namespace in Redis")
+	noCache := flag.Bool("no-cache", false, "serve without flightcache (the baseline for load tests)")
 	flag.Parse()
 	if *name == "" {
 		*name = *listen
 	}
-
-	c, closeStore := app.NewCache("gin "+*name, *redisAddr, core.WithNamespace(*namespace))
-	defer closeStore()
 
 	if os.Getenv(gin.EnvGinMode) == "" {
 		gin.SetMode(gin.ReleaseMode)
@@ -45,11 +43,17 @@ func main() {
 	// they were replayed with; Recovery turns an origin panic into a 500
 	// for every request that waited on it.
 	r.Use(gin.Logger(), gin.Recovery())
-	r.Use(ginmw.Cache(c, core.Routes(map[string][]core.RouteOption{
-		"/products/:id": {core.TTL(*ttl), core.IgnoreQuery("utm_source", "utm_medium")},
-		"/stats":        {core.NoCache()},
-		"/admin/*":      {core.NoCache()},
-	})))
+	var c *core.Cache
+	if !*noCache {
+		var closeStore func()
+		c, closeStore = app.NewCache("gin "+*name, *redisAddr, core.WithNamespace(*namespace))
+		defer closeStore()
+		r.Use(ginmw.Cache(c, core.Routes(map[string][]core.RouteOption{
+			"/products/:id": {core.TTL(*ttl), core.IgnoreQuery("utm_source", "utm_medium")},
+			"/stats":        {core.NoCache()},
+			"/admin/*":      {core.NoCache()},
+		})))
+	}
 
 	var originCalls atomic.Int64
 	r.GET("/products/:id", func(gc *gin.Context) {
@@ -73,6 +77,10 @@ func main() {
 		gc.JSON(http.StatusOK, gin.H{"status": "ok", "instance": *name})
 	})
 	r.GET("/stats", func(gc *gin.Context) {
+		if c == nil {
+			gc.JSON(http.StatusOK, gin.H{"origin_calls": originCalls.Load()})
+			return
+		}
 		gc.JSON(http.StatusOK, app.Stats(c, originCalls.Load()))
 	})
 
