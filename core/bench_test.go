@@ -90,37 +90,6 @@ func warm(b *testing.B, c *core.Cache, key string) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// BenchmarkHit compares a cache hit with its floor, one raw GET of the same
-// stored bytes, on real Redis.
-func BenchmarkHit(b *testing.B) {
-	addr := realRedisAddr(b)
-	rdb := newClient(b, addr)
-	store := core.NewRedisStore(rdb)
-	b.Cleanup(func() { store.Close() })
-	spy := &keySpy{Store: store}
-	c := core.New(spy, namespace(b))
-	body := make([]byte, 2048)
-	ctx := context.Background()
-	c.Do(ctx, "hot", func(context.Context) ([]byte, time.Duration, error) { return body, time.Hour, nil })
-	key := spy.keys[0]
-	b.Run("raw-get", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := rdb.Get(ctx, key).Bytes(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("do-hit", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := c.Do(ctx, "hot", nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
 // BenchmarkLocalTierHit compares a hit served by the local tier
 // (WithLocalTier) with a hit from Redis and with its floor, one raw GET of
 // the same stored bytes, in the same run.

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs every flightcache benchmark from one command, against a private
+# redis-server it starts on loopback (installing it if needed) and stops at
+# the end, and writes the raw results, benchstat summaries and charts into
+# docs/bench/ (or $FLIGHTCACHE_BENCH_OUT). BENCHMARKS.md is written from them.
+#
+# Environment:
+#   FLIGHTCACHE_BENCH_OUT    output directory (default docs/bench)
+#   FLIGHTCACHE_BENCH_COUNT  repetitions of each go benchmark (default 6, what benchstat needs)
+#   FLIGHTCACHE_BENCH_TIME   -benchtime of the hit benchmarks (default 1s)
+#
+# It takes about 15 minutes on 2 cores. Run it on an otherwise idle machine:
+# every figure is compared with a baseline from the same run, but noise
+# from other work still widens the intervals.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+. scripts/redis.sh
+
+out=${FLIGHTCACHE_BENCH_OUT:-docs/bench}
+count=${FLIGHTCACHE_BENCH_COUNT:-6}
+benchtime=${FLIGHTCACHE_BENCH_TIME:-1s}
+mkdir -p "$out"
+benchstat() { go run golang.org/x/perf/cmd/benchstat "$@"; }
+
+log "machine"
+{
+	echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+	echo "os: $(uname -srm)"
+	echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1) x $(nproc)"
+	echo "go: $(go version | awk '{print $3}')"
+	echo "redis: $(redis-server --version | awk '{print $3}')"
+	echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
+} | tee "$out/machine.txt"
+
+log "hit path through each adapter: bare handler, floor (raw GET + write), cached, local tier"
+go test -run '^$' -bench '^Benchmark(Hit|HitParallel|HitBodySize)$' -benchmem \
+	-benchtime "$benchtime" -count "$count" ./ginmw ./echomw ./nethttpmw | tee "$out/hit.txt"
+
+log "engine hits: raw GET, Do hit, local-tier hit"
+go test -run '^$' -bench '^BenchmarkLocalTierHit$' -benchmem \
+	-benchtime "$benchtime" -count "$count" ./core | tee "$out/engine.txt"
+
+log "peer: chenyahui/gin-cache v1.10.0 against flightcache on one gin route"
+go test -run '^$' -bench '^BenchmarkPeerHit' -benchmem \
+	-benchtime "$benchtime" -count "$count" ./examples/bench/peer | tee "$out/peer.txt"
+
+log "benchstat"
+{
+	benchstat -col /sub "$out/hit.txt"
+	benchstat -col /sub "$out/engine.txt"
+	benchstat -col /sub "$out/peer.txt"
+} | tee "$out/benchstat.txt"
+
+log "stampede in one process: pub/sub wake-up against polling"
+go test -run '^$' -bench '^BenchmarkStampede$' -benchtime 30x -count 3 ./core | tee "$out/stampede-engine.txt"
+
+log "stampede at scale: P processes x N clients over HTTP, every strategy and the peer"
+go build -o "$workdir/peer" ./examples/bench/peer
+go run ./examples/bench/stampede -redis "$FLIGHTCACHE_REDIS_ADDR" \
+	-peer-binary "$workdir/peer" -peer-name gin-cache -out "$out/stampede.json" | tee "$out/stampede.txt"
+
+log "many keys: vegeta against the gin example, without and with flightcache"
+go run ./examples/bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/load.json" | tee "$out/load.txt"
+
+log "charts"
+cat "$out/hit.txt" "$out/peer.txt" >"$workdir/all-bench.txt"
+go run ./examples/bench/chart -stampede "$out/stampede.json" -bench "$workdir/all-bench.txt" -out "$out" | tee "$out/hit-table.md"
+
+log "done: results in $out"
