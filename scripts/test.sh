@@ -104,7 +104,7 @@ log "fuzz smoke"
 go test -run '^$' -fuzz '^FuzzDecodeEntry$' -fuzztime 10s ./core/internal/entry
 
 log "benchmark smoke"
-go test -run '^$' -bench . -benchtime 1x ./core ./examples/bench/peer
+go test -run '^$' -bench . -benchtime 1x ./core ./ginmw ./echomw ./nethttpmw ./examples/bench/peer
 
 log "load smoke (vegeta on examples/gin, without and with flightcache)"
 go run ./examples/bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -smoke

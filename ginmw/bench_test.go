@@ -1,0 +1,24 @@
+package ginmw_test
+
+import (
+	"testing"
+
+	"github.com/flightcache/flightcache/core/cachetest"
+)
+
+// The hit benchmarks and the round-trip test of core/cachetest, run
+// through gin: see BENCHMARKS.md for how to run and read them.
+
+var driver = cachetest.Driver{New: newServer, Pattern: func(path string) string { return path }}
+
+func BenchmarkHit(b *testing.B) { cachetest.BenchmarkHit(b, driver, cachetest.RedisAddr(b)) }
+
+func BenchmarkHitParallel(b *testing.B) {
+	cachetest.BenchmarkHitParallel(b, driver, cachetest.RedisAddr(b))
+}
+
+func BenchmarkHitBodySize(b *testing.B) {
+	cachetest.BenchmarkHitBodySize(b, driver, cachetest.RedisAddr(b))
+}
+
+func TestHitRoundTrips(t *testing.T) { cachetest.TestHitRoundTrips(t, driver, cachetest.RedisAddr(t)) }
