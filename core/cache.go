@@ -285,34 +285,47 @@ func (c *Cache) mark(h http.Header, simple, status string) {
 func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Response, res result) {
 	h := w.Header()
 	stored := !res.storedAt.IsZero()
-	status := strconv.Itoa(resp.Status)
+	// The fields replay adds share one backing array: a hit allocates the
+	// same small number of times whatever it serves. Each field gets a
+	// full slice expression, so appending to one cannot touch the next.
+	added := make([]string, 4) // cache header, Cache-Status, Age, Content-Length
+	var buf [96]byte
+	status := append(buf[:0], "flightcache; "...)
+	simple := "HIT"
 	switch {
 	case res.source == fromFill && !res.shared:
-		c.mark(h, "BYPASS", "fwd=uri-miss; fwd-status="+status)
-	case res.source == fromFill && stored:
-		c.mark(h, "MISS", "fwd=uri-miss; fwd-status="+status+"; stored")
+		simple = "BYPASS"
+		status = strconv.AppendInt(append(status, "fwd=uri-miss; fwd-status="...), int64(resp.Status), 10)
 	case res.source == fromFill:
-		c.mark(h, "MISS", "fwd=uri-miss; fwd-status="+status)
+		simple = "MISS"
+		status = strconv.AppendInt(append(status, "fwd=uri-miss; fwd-status="...), int64(resp.Status), 10)
+		if stored {
+			status = append(status, "; stored"...)
+		}
 	case res.source == fromCollapsed || res.source == fromWaited:
-		c.mark(h, "HIT", "fwd=uri-miss; collapsed")
+		status = append(status, "fwd=uri-miss; collapsed"...)
 	case res.source == fromStale:
 		// A negative ttl says how long ago it went stale (RFC 9211).
+		simple = "STALE"
 		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
-		c.mark(h, "STALE", "hit; ttl="+strconv.FormatInt(min(ttl, -1), 10))
+		status = strconv.AppendInt(append(status, "hit; ttl="...), min(ttl, -1), 10)
 	default:
 		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
-		hit := "hit; ttl=" + strconv.FormatInt(max(ttl, 0), 10)
+		status = strconv.AppendInt(append(status, "hit; ttl="...), max(ttl, 0), 10)
 		if res.source == fromLocal {
-			hit += "; detail=l1"
+			status = append(status, "; detail=l1"...)
 		}
-		c.mark(h, "HIT", hit)
 	}
+	added[0], added[1] = simple, string(status)
+	h[c.cfg.cacheHeader] = added[0:1:1]
+	h[CacheStatusHeader] = added[1:2:2]
 	if stored {
 		// The age it had when stored (its own Age header) plus the time
 		// since: the same answer from every process.
 		age, _ := initialAge(resp.Header) // valid: it was stored
 		age += max(0, time.Since(res.storedAt))
-		resp.Header.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+		added[2] = strconv.FormatInt(int64(age/time.Second), 10)
+		resp.Header["Age"] = added[2:3:3]
 	}
 	if res.shared && notModified(r, resp) {
 		for _, k := range notModifiedHeaders {
@@ -338,7 +351,8 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 		return
 	}
 	if bodyAllowed(resp.Status) {
-		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+		added[3] = strconv.Itoa(len(resp.Body))
+		h["Content-Length"] = added[3:4:4]
 	}
 	w.WriteHeader(resp.Status)
 	if r.Method != http.MethodHead && bodyAllowed(resp.Status) {

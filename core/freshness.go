@@ -281,7 +281,11 @@ func notModified(r *http.Request, resp entry.Response) bool {
 		}
 		return false // If-Modified-Since is ignored when If-None-Match is sent
 	}
-	ims, err := http.ParseTime(r.Header.Get("If-Modified-Since"))
+	since := r.Header.Get("If-Modified-Since")
+	if since == "" {
+		return false // most requests: no parse, no error value made
+	}
+	ims, err := http.ParseTime(since)
 	if err != nil {
 		return false
 	}

@@ -296,9 +296,14 @@ func runWaiterChild(ns string, rdb *redis.Client, store core.Store) int {
 	missed := make(chan struct{})
 	go func() {
 		defer close(missed)
-		for c.Stats().Misses.Load() < childCallers {
+		// A herd looks the cold key up once per process: the first caller
+		// misses and the others join its fill without a lookup of their own.
+		// The kill comes after this signal; a caller still on its way in
+		// then finds the dead filler's lock just the same.
+		for c.Stats().Misses.Load() < 1 {
 			time.Sleep(time.Millisecond)
 		}
+		time.Sleep(50 * time.Millisecond)
 		if err := rdb.Set(ctx, ns+":waiting", 1, 0).Err(); err != nil {
 			fmt.Println("waiting:", err)
 		}

@@ -47,31 +47,52 @@ func appendString(b []byte, s string) []byte {
 }
 
 // DecodeResponse decodes an encoded response into a new Header map; the
-// Body aliases b.
+// Body aliases b. It makes a fixed number of allocations whatever the
+// number of fields: one string holds every name and value, one slice
+// every value, and the map.
 func DecodeResponse(b []byte) (Response, error) {
+	// First pass: validate, and measure the header block and its values.
 	d := decoder{b: b}
 	status := d.uvarint()
 	fields := d.uvarint()
 	if d.err != nil || status < 100 || status > 999 || fields > uint64(len(b)) {
 		return Response{}, ErrResponse
 	}
-	h := make(http.Header, fields)
+	values := uint64(0)
 	for range fields {
-		k := d.string()
+		d.skip()
 		nv := d.uvarint()
 		if d.err != nil || nv > uint64(len(d.b)) {
 			return Response{}, ErrResponse
 		}
-		vs := make([]string, 0, nv)
 		for range nv {
-			vs = append(vs, d.string())
+			d.skip()
 		}
-		h[k] = vs
+		values += nv
 	}
 	if d.err != nil {
 		return Response{}, ErrResponse
 	}
-	return Response{Status: int(status), Header: h, Body: d.b}, nil
+	body := d.b
+
+	// Second pass over the validated block, slicing one string.
+	block := string(b[:len(b)-len(body)])
+	s := stringDecoder{s: block}
+	s.uvarint() // status
+	s.uvarint() // field count
+	h := make(http.Header, fields)
+	all := make([]string, values)
+	for range fields {
+		k := s.string()
+		nv := int(s.uvarint())
+		vs := all[:nv:nv] // full slice: an append to one field cannot reach the next
+		all = all[nv:]
+		for i := range vs {
+			vs[i] = s.string()
+		}
+		h[k] = vs
+	}
+	return Response{Status: int(status), Header: h, Body: body}, nil
 }
 
 type decoder struct {
@@ -89,6 +110,38 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	d.b = d.b[n:]
+	return v
+}
+
+// skip moves past one length-prefixed string.
+func (d *decoder) skip() {
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.err = ErrResponse
+		return
+	}
+	d.b = d.b[n:]
+}
+
+// stringDecoder reads a header block that decoder has validated.
+type stringDecoder struct{ s string }
+
+func (d *stringDecoder) uvarint() uint64 {
+	var v uint64
+	for shift := uint(0); ; shift += 7 {
+		c := d.s[0]
+		d.s = d.s[1:]
+		v |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return v
+		}
+	}
+}
+
+func (d *stringDecoder) string() string {
+	n := d.uvarint()
+	v := d.s[:n]
+	d.s = d.s[n:]
 	return v
 }
 
