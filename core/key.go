@@ -18,8 +18,8 @@ import (
 // bounds the length and keeps raw user bytes out of Redis key names.
 func storeKey(namespace, key string) string {
 	sum := sha256.Sum256([]byte(key))
-	b := make([]byte, 0, len(namespace)+26)
-	b = append(b, namespace...)
+	var buf [128]byte // on the stack for namespaces up to 102 bytes
+	b := append(buf[:0], namespace...)
 	b = append(b, ':', '{')
 	b = base64.RawURLEncoding.AppendEncode(b, sum[:16])
 	b = append(b, '}')

@@ -101,7 +101,9 @@ fi
 FLIGHTCACHE_CONFORMANCE_MIN_REQUIRED=155 ./scripts/conformance.sh
 
 log "fuzz smoke"
-go test -run '^$' -fuzz '^FuzzDecodeEntry$' -fuzztime 10s ./core/internal/entry
+for target in FuzzDecodeEntry FuzzDecodeResponse FuzzDecodeVariants; do
+	go test -run '^$' -fuzz "^$target$" -fuzztime 10s ./core/internal/entry
+done
 
 log "benchmark smoke"
 go test -run '^$' -bench . -benchtime 1x ./core ./ginmw ./echomw ./nethttpmw ./examples/bench/peer
