@@ -123,7 +123,9 @@ func WithFetchTimeout(d time.Duration) Option {
 // WithStoreTimeout bounds every single store call (a Redis round trip).
 // For a Redis client it takes effect only with the go-redis option
 // ContextTimeoutEnabled set; otherwise the client's own read and write
-// timeouts apply. The default is 250 milliseconds.
+// timeouts apply. The lookup of a hit passes the bound as the context's
+// deadline without arming a timer (see deadlineCtx): a Store sees it in
+// ctx.Deadline, not as Done closing. The default is 250 milliseconds.
 func WithStoreTimeout(d time.Duration) Option {
 	positive("WithStoreTimeout", d)
 	return optionFunc(func(c *config) { c.storeTimeout = d })
