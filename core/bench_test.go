@@ -106,7 +106,7 @@ func BenchmarkLocalTierHit(b *testing.B) {
 	ctx := context.Background()
 	c.Do(ctx, "hot", func(context.Context) ([]byte, time.Duration, error) { return body, time.Hour, nil })
 	key := spy.committed()[0]
-	b.Run("raw-get", func(b *testing.B) {
+	b.Run("path=raw-get", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := rdb.Get(ctx, key).Bytes(); err != nil {
@@ -114,7 +114,7 @@ func BenchmarkLocalTierHit(b *testing.B) {
 			}
 		}
 	})
-	b.Run("do-hit", func(b *testing.B) {
+	b.Run("path=do-hit", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := c.Do(ctx, "hot", nil); err != nil {
@@ -122,7 +122,7 @@ func BenchmarkLocalTierHit(b *testing.B) {
 			}
 		}
 	})
-	b.Run("do-l1-hit", func(b *testing.B) {
+	b.Run("path=do-l1-hit", func(b *testing.B) {
 		// The first call reads Redis and fills the local tier; every call
 		// timed below, even a -benchtime=1x smoke run's one, is a local hit.
 		if _, err := local.Do(ctx, "hot", nil); err != nil {

@@ -49,9 +49,16 @@ go test -run '^$' -bench '^BenchmarkPeerHit' -benchmem \
 
 log "benchstat"
 {
-	benchstat -col /sub "$out/hit.txt"
-	benchstat -col /sub "$out/engine.txt"
-	benchstat -col /sub "$out/peer.txt"
+	echo "## a hit from Redis against its floor (one raw GET of the stored bytes, written out), per adapter"
+	benchstat -filter '.name:(Hit OR HitParallel)' -col '/path@(floor cached)' "$out/hit.txt"
+	echo "## a local-tier hit against the bare handler (no cache at all)"
+	benchstat -filter '.name:(Hit OR HitParallel)' -col '/path@(bare cached-l1)' "$out/hit.txt"
+	echo "## a hit from Redis by body size: allocations must not grow with the body"
+	benchstat -filter '.name:HitBodySize' -col '/size@(128B 2KiB 64KiB)' "$out/hit.txt"
+	echo "## the engine alone (Cache.Do): raw GET, hit from Redis, local-tier hit"
+	benchstat -col '/path@(raw-get do-hit do-l1-hit)' "$out/engine.txt"
+	echo "## the peer: one gin route, a bare GET, flightcache and gin-cache v1.10.0"
+	benchstat -col '/lib@(redis-get flightcache gin-cache)' "$out/peer.txt"
 } | tee "$out/benchstat.txt"
 
 log "stampede in one process: pub/sub wake-up against polling"

@@ -30,7 +30,10 @@ import (
 //   - cached-l1: the same with [core.WithLocalTier], every request a hit
 //     served from process memory.
 //
-// benchstat -col /sub compares them; docs/bench and BENCHMARKS.md hold a run.
+// Sub-benchmarks are named path=<variant> (and size=<body> in
+// BenchmarkHitBodySize), so that benchstat -col '/path@(floor cached)'
+// puts variants side by side as ratios; scripts/bench.sh runs them, and
+// docs/bench and BENCHMARKS.md hold a run.
 
 // hitBodySize is the body of the hit benchmarks: a typical small JSON
 // document.
@@ -40,7 +43,7 @@ const hitBodySize = 2 << 10
 // redis-server at addr.
 func BenchmarkHit(b *testing.B, d Driver, addr string) {
 	for _, v := range hitVariants(b, d, addr, hitBodySize) {
-		b.Run(v.name, func(b *testing.B) {
+		b.Run("path="+v.name, func(b *testing.B) {
 			w := newDiscardWriter()
 			r := v.request()
 			b.SetBytes(hitBodySize)
@@ -59,7 +62,7 @@ func BenchmarkHit(b *testing.B, d Driver, addr string) {
 // the throughput of the same variants as [BenchmarkHit].
 func BenchmarkHitParallel(b *testing.B, d Driver, addr string) {
 	for _, v := range hitVariants(b, d, addr, hitBodySize) {
-		b.Run(v.name, func(b *testing.B) {
+		b.Run("path="+v.name, func(b *testing.B) {
 			var served atomic.Int64
 			var failed atomic.Value
 			b.SetBytes(hitBodySize)
@@ -96,7 +99,7 @@ func BenchmarkHitBodySize(b *testing.B, d Driver, addr string) {
 			if v.name != "cached" {
 				continue
 			}
-			b.Run(fmt.Sprintf("%s/%s", v.name, sizeName(size)), func(b *testing.B) {
+			b.Run(fmt.Sprintf("path=%s/size=%s", v.name, sizeName(size)), func(b *testing.B) {
 				w := newDiscardWriter()
 				r := v.request()
 				b.SetBytes(int64(size))

@@ -115,6 +115,9 @@ func classify(r *benchfmt.Result) (label, c string, ok bool) {
 		var sub []string
 		for _, p := range parts {
 			if s, isSub := strings.CutPrefix(string(p), "/"); isSub { // the rest is "-GOMAXPROCS"
+				if _, v, keyed := strings.Cut(s, "="); keyed {
+					s = v // "path=cached" names the case "cached"
+				}
 				sub = append(sub, s)
 			}
 		}

@@ -173,7 +173,7 @@ func getHot(b *testing.B, rdb *redis.Client, key string) bool {
 // one through flightcache's: the same gin route, body, writer and Redis.
 // redis-get is their floor: one bare GET of a value of the body's size.
 func BenchmarkPeerHit(b *testing.B) {
-	b.Run("redis-get", func(b *testing.B) {
+	b.Run("lib=redis-get", func(b *testing.B) {
 		rdb, key := hotRedisKey(b)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -183,7 +183,7 @@ func BenchmarkPeerHit(b *testing.B) {
 		}
 	})
 	for _, p := range peers {
-		b.Run(p.name, func(b *testing.B) {
+		b.Run("lib="+p.name, func(b *testing.B) {
 			h := hotEngine(b, p)
 			w, req := newDiscardWriter(), newItemRequest("/item/1")
 			b.ReportAllocs()
@@ -197,7 +197,7 @@ func BenchmarkPeerHit(b *testing.B) {
 // BenchmarkPeerHitParallel is BenchmarkPeerHit with GOMAXPROCS goroutines
 // requesting the one hot key.
 func BenchmarkPeerHitParallel(b *testing.B) {
-	b.Run("redis-get", func(b *testing.B) {
+	b.Run("lib=redis-get", func(b *testing.B) {
 		rdb, key := hotRedisKey(b)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -209,7 +209,7 @@ func BenchmarkPeerHitParallel(b *testing.B) {
 		})
 	})
 	for _, p := range peers {
-		b.Run(p.name, func(b *testing.B) {
+		b.Run("lib="+p.name, func(b *testing.B) {
 			h := hotEngine(b, p)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
