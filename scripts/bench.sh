@@ -9,7 +9,7 @@
 #   FLIGHTCACHE_BENCH_COUNT  repetitions of each go benchmark (default 6, what benchstat needs)
 #   FLIGHTCACHE_BENCH_TIME   -benchtime of the hit benchmarks (default 1s)
 #
-# It takes about 15 minutes on 2 cores. Run it on an otherwise idle machine:
+# It takes about 12 minutes on 2 cores. Run it on an otherwise idle machine:
 # every figure is compared with a baseline from the same run, but noise
 # from other work still widens the intervals.
 set -euo pipefail
@@ -66,7 +66,9 @@ go test -run '^$' -bench '^BenchmarkStampede$' -benchtime 30x -count 3 ./core | 
 
 log "stampede at scale: P processes x N clients over HTTP, every strategy and the peer"
 go build -o "$workdir/peer" ./examples/bench/peer
-go run ./examples/bench/stampede -redis "$FLIGHTCACHE_REDIS_ADDR" \
+# 10 rounds per cell: one slow round on a busy 2-core machine moves a p99
+# pooled over 3 rounds by tens of milliseconds.
+go run ./examples/bench/stampede -redis "$FLIGHTCACHE_REDIS_ADDR" -rounds 10 \
 	-peer-binary "$workdir/peer" -peer-name gin-cache -out "$out/stampede.json" | tee "$out/stampede.txt"
 
 log "many keys: vegeta against the gin example, without and with flightcache"
