@@ -194,10 +194,24 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		f.wrote = true
 		return nil, NoStore, 0, err
 	}
+	var resp entry.Response
+	if err == nil {
+		resp = rec.response()
+	}
+	if err != nil || originFailed(resp.Status) {
+		// The refill failed: the stale entry, if the engine finds it
+		// still within this window, goes to every request of the fill.
+		if window := f.staleIfErrorWindow(stale); window > 0 {
+			var value []byte
+			if err == nil {
+				value = entry.EncodeResponse(resp)
+			}
+			return value, staleOnError, window, err
+		}
+	}
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	resp := rec.response()
 	if resp.Status == http.StatusNotModified && validated {
 		resp = freshen(old, resp.Header)
 	}
@@ -211,7 +225,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	if !ok {
 		return entry.EncodeResponse(resp), NoStore, 0, nil
 	}
-	keep := p.staleWindow(resp.Header)
+	keep := max(p.staleWindow(resp.Header), p.staleIfErrorWindow(resp.Header))
 	if hasValidators(resp.Header) {
 		keep = max(keep, min(max(ttl, time.Minute), time.Hour)) // room to revalidate
 	}
@@ -237,6 +251,20 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		return entry.EncodeResponse(resp), NoStore, 0, nil
 	}
 	return entry.EncodeResponse(resp), ttl, keep, nil
+}
+
+// staleIfErrorWindow returns how long past its freshness the key's stale
+// entry may stand in for a failed refill, or 0 when there is none, or it
+// may not be served to this request.
+func (f *fill) staleIfErrorWindow(stale []byte) time.Duration {
+	if stale == nil || entry.IsVariants(stale) {
+		return 0
+	}
+	old, err := entry.DecodeResponse(stale)
+	if err != nil || f.credentialed && !sharedWithCredentials(old.Header) {
+		return 0
+	}
+	return f.p.staleIfErrorWindow(old.Header)
 }
 
 // fillRequest is the request a fill runs the handler with: on the fill's

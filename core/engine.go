@@ -29,6 +29,13 @@ const NoStore time.Duration = -1
 // about the key's other requests.
 const noStoreUnmarked time.Duration = -2
 
+// staleOnError, returned as the TTL by a fetch function, says the fetch
+// failed: if the key's stale entry is within the window returned as keep,
+// serve that entry to every caller of the fill instead of the fetch's
+// outcome; otherwise the outcome stands, the value as [NoStore] and an
+// error as an error.
+const staleOnError time.Duration = -3
+
 // PassTTL is how long a key whose fetch returned [NoStore] stays marked
 // uncacheable.
 const PassTTL = 5 * time.Second
@@ -62,8 +69,8 @@ type Stats struct {
 	Waited      atomic.Int64 // fills answered by another process's commit
 	Commits     atomic.Int64 // values this process stored
 	LostCommits atomic.Int64 // commits that found another process's value in place
-	Errors      atomic.Int64 // store, lock and decode errors absorbed (failing open)
-	Stale       atomic.Int64 // stale values served while another caller refreshed them
+	Errors      atomic.Int64 // store, lock and decode errors absorbed (failing open), origin errors hidden by a stale value
+	Stale       atomic.Int64 // stale values served while another caller refreshed them, or because a refill failed
 }
 
 // New returns a Cache that fills through store. It does no I/O and panics
@@ -288,6 +295,9 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 		r.source = fromAlone
 		return r, err
 	}
+	if r.source == fromStale {
+		return r, nil // the fill failed and fell back on the stale entry
+	}
 	c.stats.Collapsed.Add(1)
 	r.source = fromCollapsed
 	return r, nil
@@ -304,7 +314,7 @@ func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc, stale *re
 		if ok {
 			return r, nil
 		}
-		return c.fetch(ctx, key, fetch, nil, r.value)
+		return c.fetch(ctx, key, fetch, nil, r)
 	}
 	lock := c.store.NewLock(key, c.cfg.lockExpiry)
 	switch err := c.lock(ctx, key, lock); {
@@ -317,7 +327,7 @@ func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc, stale *re
 		return c.wait(ctx, key, fetch, lock)
 	default:
 		// The store is unreachable (already reported): fail open.
-		return c.fetch(ctx, key, fetch, nil, nil)
+		return c.fetch(ctx, key, fetch, nil, result{})
 	}
 }
 
@@ -333,9 +343,9 @@ func (c *Cache) fillLocked(ctx context.Context, key string, fetch fetchFunc, loc
 		r.source = fromWaited
 		return r, nil
 	}
-	r, err := c.fetch(ctx, key, fetch, lock, r.value)
+	r, err := c.fetch(ctx, key, fetch, lock, r)
 	c.unlock(ctx, key, lock)
-	if err != nil || r.storedAt.IsZero() {
+	if err != nil || r.source == fromStale || r.storedAt.IsZero() {
 		// Nothing was committed, so no commit notification went out: wake
 		// the other processes' waiters now so that one of them takes the
 		// lock, rather than leaving them to their next poll.
@@ -362,7 +372,7 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 	defer deadline.Stop()
 	poll := time.NewTicker(c.cfg.pollInterval)
 	defer poll.Stop()
-	var stale []byte
+	var stale result
 	for {
 		// Subscribed first, then look: a commit that landed between our
 		// failed TryLock and Subscribe is found here, and one after it
@@ -375,9 +385,9 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 		}
 		if r.pass {
 			// The filler found the value uncacheable: stop queueing.
-			return c.fetch(ctx, key, fetch, nil, nil)
+			return c.fetch(ctx, key, fetch, nil, result{})
 		}
-		stale = r.value
+		stale = r
 		switch err := c.lock(ctx, key, lock); {
 		case err == nil:
 			return c.fillLocked(ctx, key, fetch, lock)
@@ -394,13 +404,26 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 }
 
 // fetch calls the fetch function, keeping lock (if any) extended while it
-// runs, and commits the value.
-func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock, stale []byte) (result, error) {
+// runs, and commits the value. stale is the key's stale entry, if it has
+// one (its value nil otherwise): the fetch may revalidate it, or fall back
+// on it when it fails (staleOnError).
+func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock, stale result) (result, error) {
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.fetchTimeout)
 	defer cancel()
 	stop := c.keepLocked(ctx, key, lock)
-	value, ttl, keep, err := c.call(fctx, fetch, stale)
+	value, ttl, keep, err := c.call(fctx, fetch, stale.value)
 	stop()
+	if ttl == staleOnError {
+		if stale.value != nil && !stale.pass && time.Since(stale.storedAt.Add(stale.ttl)) < keep {
+			if err != nil {
+				c.report(ctx, "fetch", key, err)
+			}
+			c.stats.Stale.Add(1)
+			stale.shared, stale.source = true, fromStale
+			return stale, nil
+		}
+		ttl = NoStore
+	}
 	if err != nil {
 		return result{}, err
 	}

@@ -6,10 +6,11 @@ import (
 )
 
 // Error describes a store, lock or decoding failure that the cache absorbed
-// while failing open. The cache hands it to the [Observer]; callers of
+// while failing open, or an origin failure it hid by serving a stale entry
+// (op "fetch", see [StaleIfError]). The cache hands it to the [Observer]; callers of
 // [Cache.Do] never see it. Use errors.As with a *Error target.
 type Error struct {
-	Op  string // "get", "commit", "replace", "lock", "extend", "unlock", "subscribe", "notify", "watch" or "decode"
+	Op  string // "get", "commit", "replace", "lock", "extend", "unlock", "subscribe", "notify", "watch", "decode" or "fetch"
 	Key string // the hashed store key, never the caller's raw key
 	Err error
 }

@@ -22,11 +22,11 @@ var HeuristicStatuses = []int{200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 
 // cacheControl is a parsed Cache-Control header.
 type cacheControl struct {
 	noStore, noCache, private, public, mustRevalidate, proxyRevalidate bool
-	maxAge, sMaxAge, staleWhileRevalidate                              int // -1: absent
+	maxAge, sMaxAge, staleWhileRevalidate, staleIfError                int // -1: absent
 }
 
 func parseCacheControl(h http.Header) cacheControl {
-	cc := cacheControl{maxAge: -1, sMaxAge: -1, staleWhileRevalidate: -1}
+	cc := cacheControl{maxAge: -1, sMaxAge: -1, staleWhileRevalidate: -1, staleIfError: -1}
 	for _, v := range h.Values("Cache-Control") {
 		for d := range strings.SplitSeq(v, ",") {
 			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
@@ -45,6 +45,8 @@ func parseCacheControl(h http.Header) cacheControl {
 				cc.proxyRevalidate = true
 			case "stale-while-revalidate":
 				cc.staleWhileRevalidate = seconds(arg, cc.staleWhileRevalidate)
+			case "stale-if-error":
+				cc.staleIfError = seconds(arg, cc.staleIfError)
 			case "max-age":
 				cc.maxAge = seconds(arg, cc.maxAge)
 			case "s-maxage":
@@ -153,6 +155,35 @@ func (p *policy) staleWindow(h http.Header) time.Duration {
 		return 0
 	}
 	return p.staleWhileRevalidate
+}
+
+// staleIfErrorWindow is how long past its freshness a stored response
+// with header h may be served when refilling it fails (RFC 5861): its own
+// stale-if-error, else the route's [StaleIfError]; never for responses
+// that forbid serving stale (must-revalidate, proxy-revalidate, no-cache,
+// or s-maxage, which implies proxy-revalidate for a shared cache) unless
+// they say stale-if-error themselves.
+func (p *policy) staleIfErrorWindow(h http.Header) time.Duration {
+	cc := parseCacheControl(h)
+	switch {
+	case cc.mustRevalidate || cc.proxyRevalidate || cc.noCache:
+		return 0
+	case cc.staleIfError >= 0:
+		return time.Duration(cc.staleIfError) * time.Second
+	case cc.sMaxAge >= 0:
+		return 0
+	}
+	return p.staleIfError
+}
+
+// originFailed reports whether a response status is one that RFC 5861
+// counts as an error for stale-if-error.
+func originFailed(status int) bool {
+	switch status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // sharedWithCredentials reports whether a response may be stored from,

@@ -28,7 +28,10 @@ type policy struct {
 	// may be served while one request refreshes it, when the response
 	// does not say.
 	staleWhileRevalidate time.Duration
-	table                map[string][]RouteOption
+	// staleIfError is how long past its freshness a response may be
+	// served when refilling it fails, when the response does not say.
+	staleIfError time.Duration
+	table        map[string][]RouteOption
 }
 
 // DefaultMaxBodySize is the largest response body stored by default.
@@ -144,6 +147,25 @@ func StaleWhileRevalidate(d time.Duration) RouteOption {
 		panic(fmt.Sprintf("flightcache: StaleWhileRevalidate(%v): must not be negative", d))
 	}
 	return routeOptionFunc(func(p *policy) { p.staleWhileRevalidate = d })
+}
+
+// StaleIfError lets a stored response be served for up to d past its
+// freshness when the request that refills it fails, when the response
+// does not say itself (its own Cache-Control stale-if-error=N always
+// counts, RFC 5861). A refill fails when the handler returns an error
+// (echo, the net/http adapter's error-returning handlers) or answers 500,
+// 502, 503 or 504; then that request and every request waiting on
+// the same fill get the stale response (X-Cache STALE), nothing is
+// stored, and the next request past the fill tries the origin again. A
+// panic is not served stale: it reaches every waiting request as before.
+// Responses with must-revalidate, proxy-revalidate, no-cache or s-maxage
+// are never served stale by this default. The default is 0: a failed
+// refill's response goes to its requests.
+func StaleIfError(d time.Duration) RouteOption {
+	if d < 0 {
+		panic(fmt.Sprintf("flightcache: StaleIfError(%v): must not be negative", d))
+	}
+	return routeOptionFunc(func(p *policy) { p.staleIfError = d })
 }
 
 // Routes gives route patterns their own policy, read by one middleware for

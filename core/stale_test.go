@@ -82,3 +82,66 @@ func TestStaleWhileRevalidateFleetWide(t *testing.T) {
 		}
 	})
 }
+
+// TestStaleIfErrorFleetWide lets an entry go stale, then sends a herd
+// through several caches ("processes") on one store while the origin
+// fails: every client gets the stale value, none an error or the 503, and
+// the failing origin is called at most once per process (the refills take
+// the key's lock one at a time), not once per client.
+func TestStaleIfErrorFleetWide(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
+		var log errorLog
+		const procs = 3
+		cs := caches(t, procs, newStore, namespace(t), core.WithObserver(log.observe))
+		var calls atomic.Int64
+		handler := func(w http.ResponseWriter, r *http.Request) error {
+			if n := calls.Add(1); n > 1 {
+				time.Sleep(200 * time.Millisecond) // a slow failure
+				w.WriteHeader(http.StatusBadGateway)
+				fmt.Fprintf(w, "down %d", n)
+				return nil
+			}
+			w.Header().Set("Cache-Control", "max-age=1, stale-if-error=60")
+			fmt.Fprint(w, "version 1")
+			return nil
+		}
+		serve := func(c *core.Cache) (int, string, string) {
+			w := httptest.NewRecorder()
+			if err := c.Route().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			return w.Code, w.Body.String(), w.Header().Get("X-Cache")
+		}
+		serve(cs[0])
+		time.Sleep(1100 * time.Millisecond) // stale now
+
+		const clients = 60
+		type got struct {
+			status       int
+			body, xcache string
+		}
+		results := make([]got, clients)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				<-start
+				r := &results[i]
+				r.status, r.body, r.xcache = serve(cs[i%len(cs)])
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, r := range results {
+			if r.status != http.StatusOK || r.body != "version 1" || r.xcache != "STALE" {
+				t.Errorf("client %d got %d %q X-Cache %q, want the stale version 1", i, r.status, r.body, r.xcache)
+			}
+		}
+		if n := calls.Load() - 1; n < 1 || n > procs {
+			t.Errorf("the failing origin was called %d times for %d clients in %d processes, want 1 to %d", n, clients, procs, procs)
+		}
+		if ops := log.ops(); len(ops) > 0 {
+			t.Errorf("store errors: %v", ops)
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -101,6 +102,41 @@ func TestHandlerErrorReachesErrorHandler(t *testing.T) {
 	}
 	if got := do(t, e, "GET", "/r"); got.status != http.StatusOK || got.body != "recovered" || got.header.Get("X-Cache") != "MISS" {
 		t.Errorf("after the errors = %d %q X-Cache %q, want a fresh 200 recovered MISS", got.status, got.body, got.header.Get("X-Cache"))
+	}
+}
+
+// TestStaleIfErrorOnHandlerError checks that a handler's error, not only
+// a 5xx status, counts as a failed refill: with StaleIfError the stale
+// entry is served, echo's error handler never runs, and the error reaches
+// the cache's observer.
+func TestStaleIfErrorOnHandlerError(t *testing.T) {
+	sentinel := errors.New("origin down")
+	var calls atomic.Int64
+	var observed []error
+	s := core.NewMemoryStore(0)
+	t.Cleanup(func() { s.Close() })
+	c := core.New(s, core.WithObserver(func(err error) { observed = append(observed, err) }))
+	e := echo.New()
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		t.Errorf("echo's error handler ran with %v; the stale entry should have answered", err)
+		c.NoContent(http.StatusInternalServerError)
+	}
+	e.Use(echomw.Cache(c, core.StaleIfError(time.Minute)))
+	e.GET("/r", func(c echo.Context) error {
+		if calls.Add(1) > 1 {
+			return sentinel
+		}
+		c.Response().Header().Set("Cache-Control", "max-age=1")
+		return c.String(http.StatusOK, "version 1")
+	})
+	do(t, e, "GET", "/r")
+	time.Sleep(1100 * time.Millisecond)
+	got := do(t, e, "GET", "/r")
+	if got.status != http.StatusOK || got.body != "version 1" || got.header.Get("X-Cache") != "STALE" {
+		t.Errorf("failed refill = %d %q X-Cache %q, want the stale version 1", got.status, got.body, got.header.Get("X-Cache"))
+	}
+	if calls.Load() != 2 || len(observed) != 1 || !errors.Is(observed[0], sentinel) {
+		t.Errorf("handler ran %d times, observer saw %v; want 2 runs and the handler's error once", calls.Load(), observed)
 	}
 }
 

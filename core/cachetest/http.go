@@ -625,6 +625,89 @@ func TestHTTP(t *testing.T, d Driver) {
 		}
 	})
 
+	t.Run("StaleIfError", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, target string
+			opts         []core.RouteOption
+			stale        bool // the failed refill's requests get the stale entry
+		}{
+			{"ResponseDirective", "/r?sie", []core.RouteOption{}, true},
+			{"RouteDefault", "/r", []core.RouteOption{core.StaleIfError(time.Minute)}, true},
+			{"NotAllowed", "/r", []core.RouteOption{}, false},
+			{"MustRevalidate", "/r?must", []core.RouteOption{core.StaleIfError(time.Minute)}, false},
+			{"WindowPassed", "/r?sie=0", []core.RouteOption{core.StaleIfError(time.Minute)}, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var failing atomic.Bool
+				release := make(chan struct{})
+				o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+					if failing.Load() {
+						<-release
+						w.WriteHeader(http.StatusServiceUnavailable)
+						fmt.Fprintf(w, "down %d", n)
+						return
+					}
+					cc := "max-age=1"
+					switch q := r.URL.Query(); {
+					case q.Has("must"):
+						cc += ", must-revalidate"
+					case q.Get("sie") == "0":
+						cc += ", stale-if-error=0"
+					case q.Has("sie"):
+						cc += ", stale-if-error=60"
+					}
+					w.Header().Set("Cache-Control", cc)
+					fmt.Fprintf(w, "version %d", n)
+				}}
+				c := newCache(t)
+				h := d.New(c, Server{Global: tc.opts, Routes: get(o.ServeHTTP)})
+				do(t, h, "GET", tc.target)
+				time.Sleep(1100 * time.Millisecond) // let it go stale
+				failing.Store(true)
+
+				const clients = 4
+				got := make([]response, clients)
+				var wg sync.WaitGroup
+				for i := range clients {
+					wg.Go(func() { got[i] = do(t, h, "GET", tc.target) })
+				}
+				o.waitCalls(2)                     // the refill is at the failing origin
+				time.Sleep(100 * time.Millisecond) // and the other clients wait on it
+				close(release)
+				wg.Wait()
+				for i, g := range got {
+					switch {
+					case tc.stale && (g.status != 200 || g.body != "version 1" || g.header.Get("X-Cache") != "STALE" ||
+						!strings.Contains(g.header.Get("Cache-Status"), "ttl=-")):
+						t.Errorf("client %d: %d %q X-Cache %q Cache-Status %q, want the stale version 1",
+							i, g.status, g.body, g.header.Get("X-Cache"), g.header.Get("Cache-Status"))
+					case !tc.stale && (g.status != http.StatusServiceUnavailable || !strings.HasPrefix(g.body, "down")):
+						t.Errorf("client %d: %d %q, want the origin's 503", i, g.status, g.body)
+					}
+				}
+				if n := o.calls.Load(); tc.stale && n != 2 {
+					t.Errorf("origin called %d times, want 2: one failed refill for all %d clients", n, clients)
+				}
+				if tc.stale && c.Stats().Errors.Load() != 0 {
+					t.Errorf("a 503 counted as %d absorbed errors, want none (only handler errors are)", c.Stats().Errors.Load())
+				}
+
+				// The origin is back: the next request goes to it at once (a
+				// refill after stale serving; a pass for PassTTL after a 503
+				// that was served).
+				failing.Store(false)
+				calls := o.calls.Load()
+				want := "BYPASS"
+				if tc.stale {
+					want = "MISS"
+				}
+				if g := do(t, h, "GET", tc.target); g.status != 200 || g.body != fmt.Sprintf("version %d", calls+1) || g.header.Get("X-Cache") != want {
+					t.Errorf("after the origin recovered: %d %q X-Cache %q, want version %d, %s", g.status, g.body, g.header.Get("X-Cache"), calls+1, want)
+				}
+			})
+		}
+	})
+
 	t.Run("AgeIncludesUpstreamAge", func(t *testing.T) {
 		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
 			w.Header().Set("Cache-Control", "max-age=3600")
