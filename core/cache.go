@@ -51,7 +51,7 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 	key := storeKey(c.cfg.namespace, ukey)
 	credentialed := p.credentialed(r)
 
-	if r.Method == http.MethodHead || r.Header.Get("Range") != "" {
+	if r.Method == http.MethodHead || headerValue(r.Header, "Range") != "" {
 		// HEAD is answered from a stored GET, but never fills one: a
 		// handler's HEAD response may lack the body a GET needs. A range
 		// request is answered from a stored full response, but never
@@ -370,7 +370,7 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	if r.Header.Get("Range") != "" && resp.Status == http.StatusOK && r.Method == http.MethodGet {
+	if headerValue(r.Header, "Range") != "" && resp.Status == http.StatusOK && r.Method == http.MethodGet {
 		// net/http's range serving: single and multiple ranges, If-Range
 		// against the stored ETag or Last-Modified, 416 when unsatisfiable.
 		h.Del("Content-Length") // the part's, set by ServeContent

@@ -124,7 +124,7 @@ func explicitFreshness(h http.Header, cc cacheControl, now time.Time) (time.Dura
 // a sign, a fraction, a parameter — makes ok false, and the response is
 // not stored: its age is unknown, and not storing is always allowed.
 func initialAge(h http.Header) (age time.Duration, ok bool) {
-	vs := h.Values("Age")
+	vs := h["Age"]
 	switch {
 	case len(vs) == 0:
 		return 0, true
@@ -300,8 +300,8 @@ func notModified(r *http.Request, resp entry.Response) bool {
 	if resp.Status != http.StatusOK {
 		return false
 	}
-	if inm := r.Header.Values("If-None-Match"); len(inm) > 0 {
-		etag := resp.Header.Get("ETag")
+	if inm := r.Header["If-None-Match"]; len(inm) > 0 {
+		etag := headerValue(resp.Header, "Etag")
 		for _, v := range inm {
 			for tag := range strings.SplitSeq(v, ",") {
 				tag = strings.TrimSpace(tag)
@@ -312,7 +312,7 @@ func notModified(r *http.Request, resp entry.Response) bool {
 		}
 		return false // If-Modified-Since is ignored when If-None-Match is sent
 	}
-	since := r.Header.Get("If-Modified-Since")
+	since := headerValue(r.Header, "If-Modified-Since")
 	if since == "" {
 		return false // most requests: no parse, no error value made
 	}
@@ -320,7 +320,7 @@ func notModified(r *http.Request, resp entry.Response) bool {
 	if err != nil {
 		return false
 	}
-	lm, err := http.ParseTime(resp.Header.Get("Last-Modified"))
+	lm, err := http.ParseTime(headerValue(resp.Header, "Last-Modified"))
 	if err != nil {
 		return false
 	}
@@ -338,3 +338,13 @@ var notModifiedHeaders = []string{"Cache-Control", "Content-Location", "Date", "
 // conditionalHeaders are stripped from the request that fills the cache,
 // so that it stores the full response every request may be served.
 var conditionalHeaders = []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"}
+
+// headerValue is h.Get(name) for a name already in canonical form: the
+// hit path reads request and stored headers this way, without
+// canonicalising constant names again on every request.
+func headerValue(h http.Header, name string) string {
+	if vs := h[name]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
+}

@@ -37,7 +37,7 @@ func (p *policy) requestKey(r *http.Request) (string, bool) {
 	if p.skip != nil && p.skip(r) {
 		return "", false
 	}
-	if r.Header.Get("Upgrade") != "" {
+	if headerValue(r.Header, "Upgrade") != "" {
 		return "", false
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
@@ -120,7 +120,7 @@ func (p *policy) urlKey(r *http.Request) (string, bool) {
 		}
 	}
 	for _, name := range KeyedHeaders {
-		if vs := r.Header.Values(name); len(vs) > 0 {
+		if vs := r.Header[name]; len(vs) > 0 { // names in canonical form
 			b = appendField(b, name)
 			b = appendCount(b, len(vs))
 			for _, v := range vs {
@@ -129,7 +129,7 @@ func (p *policy) urlKey(r *http.Request) (string, bool) {
 		}
 	}
 	for _, name := range p.headerKeys {
-		vs := r.Header.Values(name)
+		vs := r.Header[name] // canonical, see KeyHeaders
 		b = appendField(b, name)
 		b = appendCount(b, len(vs))
 		for _, v := range vs {
