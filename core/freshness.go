@@ -146,34 +146,33 @@ func initialAge(h http.Header) (age time.Duration, ok bool) {
 // proxy-revalidate (RFC 9111, section 5.2.2.10).
 func (p *policy) staleWindow(h http.Header) time.Duration {
 	cc := parseCacheControl(h)
+	return cc.staleAllowed(cc.staleWhileRevalidate, p.staleWhileRevalidate)
+}
+
+// staleAllowed is the RFC 5861 window of a response with these
+// directives: its own (seconds, -1 when absent), else the route default;
+// never when it forbids serving stale (must-revalidate, proxy-revalidate,
+// no-cache), and no route default when it says s-maxage, which implies
+// proxy-revalidate for a shared cache.
+func (cc cacheControl) staleAllowed(own int, routeDefault time.Duration) time.Duration {
 	switch {
 	case cc.mustRevalidate || cc.proxyRevalidate || cc.noCache:
 		return 0
-	case cc.staleWhileRevalidate >= 0:
-		return time.Duration(cc.staleWhileRevalidate) * time.Second
+	case own >= 0:
+		return time.Duration(own) * time.Second
 	case cc.sMaxAge >= 0:
 		return 0
 	}
-	return p.staleWhileRevalidate
+	return routeDefault
 }
 
 // staleIfErrorWindow is how long past its freshness a stored response
 // with header h may be served when refilling it fails (RFC 5861): its own
-// stale-if-error, else the route's [StaleIfError]; never for responses
-// that forbid serving stale (must-revalidate, proxy-revalidate, no-cache,
-// or s-maxage, which implies proxy-revalidate for a shared cache) unless
-// they say stale-if-error themselves.
+// stale-if-error, else the route's [StaleIfError], under the same rules
+// as staleWindow.
 func (p *policy) staleIfErrorWindow(h http.Header) time.Duration {
 	cc := parseCacheControl(h)
-	switch {
-	case cc.mustRevalidate || cc.proxyRevalidate || cc.noCache:
-		return 0
-	case cc.staleIfError >= 0:
-		return time.Duration(cc.staleIfError) * time.Second
-	case cc.sMaxAge >= 0:
-		return 0
-	}
-	return p.staleIfError
+	return cc.staleAllowed(cc.staleIfError, p.staleIfError)
 }
 
 // originFailed reports whether a response status is one that RFC 5861

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/core/cachetest"
 )
 
 // backend is one kind of shared store the engine suite runs against.
@@ -52,19 +53,11 @@ func openRealRedis(t *testing.T) (func() core.Store, func(time.Duration), redis.
 	return redisStores(t, addr), time.Sleep, newClient(t, addr)
 }
 
-// realRedisAddr returns the redis-server the test command started. Without
-// one the test fails: the README's test command always provides it, and
-// only go test -short may skip real-Redis tests.
+// realRedisAddr returns the redis-server the test command started
+// (cachetest.RedisAddr): without one the test fails, unless -short.
 func realRedisAddr(t testing.TB) string {
 	t.Helper()
-	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
-	if addr == "" {
-		if testing.Short() {
-			t.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
-		}
-		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run the tests with ./scripts/test.sh, which starts redis-server, or use go test -short")
-	}
-	return addr
+	return cachetest.RedisAddr(t)
 }
 
 func openCluster(t *testing.T) (func() core.Store, func(time.Duration), redis.UniversalClient) {

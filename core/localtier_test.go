@@ -27,7 +27,7 @@ type tierProc struct {
 	c     *core.Cache
 	store core.Store            // the shared store, without the cache's layers
 	spy   *tierSpy              // what the cache sees as its store
-	cmds  *cmdCounter           // nil for the memory store
+	cmds  *cachetest.CommandLog // nil for the memory store
 	rdb   redis.UniversalClient // nil for the memory store
 }
 
@@ -65,14 +65,14 @@ func openTierCluster(t *testing.T) func(opts ...core.Option) tierProc {
 }
 
 func newRedisTierProc(t *testing.T, rdb redis.UniversalClient, opts []core.Option) tierProc {
-	cmds := &cmdCounter{}
+	cmds := &cachetest.CommandLog{}
 	rdb.AddHook(cmds)
 	s := core.NewRedisStore(rdb)
 	t.Cleanup(func() { s.Close() })
 	return newTierProc(s, cmds, rdb, opts)
 }
 
-func newTierProc(s core.Store, cmds *cmdCounter, rdb redis.UniversalClient, opts []core.Option) tierProc {
+func newTierProc(s core.Store, cmds *cachetest.CommandLog, rdb redis.UniversalClient, opts []core.Option) tierProc {
 	spy := &tierSpy{Store: s}
 	return tierProc{c: core.New(spy, opts...), store: s, spy: spy, cmds: cmds, rdb: rdb}
 }
@@ -114,37 +114,6 @@ func (s *tierSpy) committed() []string {
 	return append([]string(nil), s.keys...)
 }
 
-// cmdCounter is a go-redis hook counting the commands a client sends.
-type cmdCounter struct {
-	all  atomic.Int64
-	gets atomic.Int64
-}
-
-func (h *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			h.count(cmd)
-		}
-		return next(ctx, cmds)
-	}
-}
-
-func (h *cmdCounter) count(cmd redis.Cmder) {
-	h.all.Add(1)
-	if cmd.Name() == "get" {
-		h.gets.Add(1)
-	}
-}
-
 // tierNamespace returns a namespace unique to this test run.
 func tierNamespace() core.Option {
 	return core.WithNamespace(fmt.Sprintf("l1-%d-%d-%d", os.Getpid(), time.Now().UnixNano(), namespaceSeq.Add(1)))
@@ -175,27 +144,27 @@ func TestLocalTierHitMakesNoRedisCommand(t *testing.T) {
 		if got := do(t, a.c, "k", o.fetch); got != "value-1" {
 			t.Fatalf("fill = %q, want value-1", got)
 		}
-		before := a.cmds.all.Load()
+		before := a.cmds.Count("")
 		if got := do(t, a.c, "k", noFetch(t)); got != "value-1" {
 			t.Errorf("hit after the fill = %q, want value-1", got)
 		}
-		if n := a.cmds.all.Load() - before; n != 0 {
+		if n := a.cmds.Count("") - before; n != 0 {
 			t.Errorf("hit in the filling process sent %d Redis commands, want 0", n)
 		}
 
 		// Another process reads the shared store once, then its own tier.
-		before = b.cmds.all.Load()
+		before = b.cmds.Count("")
 		if got := do(t, b.c, "k", noFetch(t)); got != "value-1" {
 			t.Errorf("first read in another process = %q, want value-1", got)
 		}
-		if n := b.cmds.all.Load() - before; n == 0 {
+		if n := b.cmds.Count("") - before; n == 0 {
 			t.Error("first read in another process sent no Redis command; it has no local copy yet")
 		}
-		before = b.cmds.all.Load()
+		before = b.cmds.Count("")
 		if got := do(t, b.c, "k", noFetch(t)); got != "value-1" {
 			t.Errorf("second read in another process = %q, want value-1", got)
 		}
-		if n := b.cmds.all.Load() - before; n != 0 {
+		if n := b.cmds.Count("") - before; n != 0 {
 			t.Errorf("second read in another process sent %d Redis commands, want 0", n)
 		}
 		for name, p := range map[string]tierProc{"filler": a, "reader": b} {
@@ -445,11 +414,11 @@ func TestLocalTierNeverKeepsPassMarkersOrCorruptEntries(t *testing.T) {
 		}
 		failing := func(context.Context) ([]byte, time.Duration, error) { return nil, 0, errors.New("origin down") }
 		for i := range 2 {
-			gets := b.cmds.gets.Load()
+			gets := b.cmds.Count("get")
 			if _, err := b.c.Do(context.Background(), "bad", failing); err == nil {
 				t.Fatalf("read #%d of a corrupt entry with a failing origin succeeded", i)
 			}
-			if b.cmds.gets.Load() == gets {
+			if b.cmds.Count("get") == gets {
 				t.Errorf("read #%d of a corrupt entry sent no GET: it was kept locally", i)
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -192,9 +191,7 @@ func hitVariants(b *testing.B, d Driver, addr string, size int) []hitVariant {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(body)
 	}
-	// A namespace of this run's alone, without braces: the cache adds the
-	// Redis Cluster hash tag itself.
-	ns := "hitbench-" + strings.Trim(strings.TrimPrefix(uniqueKey(), "cachetest:"), "{}")
+	ns := "hitbench-" + uniqueID() // this run's alone
 	newCache := func(opts ...core.Option) *core.Cache {
 		s := core.NewRedisStore(rdb)
 		b.Cleanup(func() { s.Close() })
@@ -294,7 +291,7 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { rdb.Close() })
-	var counter commandCounter
+	var counter CommandLog
 	rdb.AddHook(&counter)
 	modified := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
 	o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
@@ -304,8 +301,7 @@ func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
 	newServer := func(opts ...core.Option) http.Handler {
 		s := core.NewRedisStore(rdb)
 		t.Cleanup(func() { s.Close() })
-		ns := "roundtrips-" + strings.Trim(strings.TrimPrefix(uniqueKey(), "cachetest:"), "{}")
-		c := core.New(s, append([]core.Option{core.WithNamespace(ns)}, opts...)...)
+		c := core.New(s, append([]core.Option{core.WithNamespace("roundtrips-" + uniqueID())}, opts...)...)
 		return d.New(c, Server{Global: []core.RouteOption{core.TTL(time.Hour)},
 			Routes: []Route{{Path: "/r", Handler: o.ServeHTTP}}})
 	}
@@ -335,12 +331,12 @@ func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
 				{"GET", []string{"If-None-Match", etag}, 304},
 				{"GET", []string{"If-Modified-Since", modified}, 304},
 			} {
-				counter.reset()
+				counter.Reset()
 				got := do(t, h, req.method, "/r", req.header...)
 				if got.status != req.status || got.header.Get("X-Cache") != "HIT" {
 					t.Errorf("%s %v: %d X-Cache %q, want %d from a HIT", req.method, req.header, got.status, got.header.Get("X-Cache"), req.status)
 				}
-				if cmds := counter.names(); !slices.Equal(cmds, tc.commands) {
+				if cmds := counter.Names(); !slices.Equal(cmds, tc.commands) {
 					t.Errorf("%s %v: Redis commands %q, want %q", req.method, req.header, cmds, tc.commands)
 				}
 			}
@@ -352,44 +348,66 @@ func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
 	}
 }
 
-// commandCounter is a go-redis hook recording the commands a client sends.
-type commandCounter struct {
+// CommandLog is a go-redis hook (redis.Hook) recording the names of the
+// commands a client sends, pipelined or not, for tests that count round
+// trips. It is safe for concurrent use; the zero value is ready.
+type CommandLog struct {
 	mu   sync.Mutex
 	cmds []string
 }
 
-func (c *commandCounter) record(cmds ...redis.Cmder) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (l *CommandLog) record(cmds ...redis.Cmder) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, cmd := range cmds {
-		c.cmds = append(c.cmds, cmd.Name())
+		l.cmds = append(l.cmds, cmd.Name())
 	}
 }
 
-func (c *commandCounter) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cmds = nil
+// Reset forgets the commands recorded so far.
+func (l *CommandLog) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cmds = nil
 }
 
-func (c *commandCounter) names() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.cmds)
+// Names returns the commands recorded since the last Reset, lower case,
+// in the order sent.
+func (l *CommandLog) Names() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.cmds)
 }
 
-func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+// Count returns how many of the recorded commands are named name, or
+// how many there are in all when name is "".
+func (l *CommandLog) Count(name string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if name == "" {
+		return len(l.cmds)
+	}
+	n := 0
+	for _, c := range l.cmds {
+		if c == name {
+			n++
+		}
+	}
+	return n
+}
 
-func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (l *CommandLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (l *CommandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.record(cmd)
+		l.record(cmd)
 		return next(ctx, cmd)
 	}
 }
 
-func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (l *CommandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.record(cmds...)
+		l.record(cmds...)
 		return next(ctx, cmds)
 	}
 }

@@ -228,8 +228,11 @@ func ctx(t *testing.T) context.Context {
 
 // uniqueKey returns a key shaped like the cache's, unique to this run, so
 // suites can share one Redis with other tests running at the same time.
-func uniqueKey() string {
+func uniqueKey() string { return "cachetest:{" + uniqueID() + "}" }
+
+// uniqueID returns 16 random hex digits.
+func uniqueID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
-	return "cachetest:{" + hex.EncodeToString(b) + "}"
+	return hex.EncodeToString(b)
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flightcache/flightcache/core/cachetest"
 )
 
 // serverArgsEnv turns the test binary into the example server, with the
@@ -100,18 +102,11 @@ func stampede(t *testing.T, client *http.Client, urls []string, path string) str
 	return bodies[0]
 }
 
-// redisAddr returns the redis-server the test command started; without one
-// the test fails, unless -short.
+// redisAddr returns the redis-server the test command started
+// (cachetest.RedisAddr): without one the test fails, unless -short.
 func redisAddr(t *testing.T) string {
 	t.Helper()
-	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
-	if addr == "" {
-		if testing.Short() {
-			t.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
-		}
-		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run ./scripts/test.sh, which starts redis-server")
-	}
-	return addr
+	return cachetest.RedisAddr(t)
 }
 
 // startFleet runs the example server as n OS processes, named p0, p1, …,

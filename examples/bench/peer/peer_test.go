@@ -18,23 +18,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/core/cachetest"
 	"github.com/flightcache/flightcache/ginmw"
 )
 
 func init() { gin.SetMode(gin.ReleaseMode) }
 
-// redisAddr returns the redis-server the test command started. Without
-// one the test fails; only go test -short may skip real-Redis tests.
+// redisAddr returns the redis-server the test command started
+// (cachetest.RedisAddr): without one the test fails, unless -short.
 func redisAddr(t testing.TB) string {
 	t.Helper()
-	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
-	if addr == "" {
-		if testing.Short() {
-			t.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
-		}
-		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run the tests with ./scripts/test.sh, which starts redis-server, or use go test -short")
-	}
-	return addr
+	return cachetest.RedisAddr(t)
 }
 
 var runSeq atomic.Int64
