@@ -14,7 +14,7 @@ import (
 )
 
 // Serve answers r through the cache under the policy of the route
-// pattern (see [Routes]; "" for none). A cacheable request is answered
+// pattern (see [PerRoute]; "" for none). A cacheable request is answered
 // from the store or, on a miss, by next, run once per key across the fleet
 // while the other requests for the key wait; next writes into a recorder,
 // not into w, and the response is stored if it may be shared. A request
@@ -33,7 +33,7 @@ import (
 // Every response carries the cache header ([WithCacheHeader]): HIT when it
 // came from the store or another request's fill, MISS when this request
 // filled it, BYPASS when it was not cached. Stored responses carry Age.
-func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
+func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
 	c := rt.c
 	p := rt.policyFor(pattern)
 	if unsafeMethod(r.Method) {
@@ -121,7 +121,7 @@ func (rt *Route) Serve(w http.ResponseWriter, r *http.Request, pattern string, n
 
 // fill runs one request's handler to fill the cache.
 type fill struct {
-	rt   *Route
+	rt   *Middleware
 	p    *policy
 	w    http.ResponseWriter
 	r    *http.Request
@@ -158,7 +158,7 @@ func (f *fill) flight(key string, index *entry.Variants) flight {
 				return false
 			}
 			resp, err := entry.DecodeResponse(stale.value)
-			return err == nil && time.Since(stale.storedAt.Add(stale.ttl)) < f.p.staleWindow(resp.Header)
+			return err == nil && f.rt.c.now().Sub(stale.storedAt.Add(stale.ttl)) < f.p.staleWindow(resp.Header)
 		},
 		alone: func(context.Context) (result, error) {
 			f.wrote = true
@@ -172,7 +172,7 @@ func (f *fill) flight(key string, index *entry.Variants) flight {
 // store at key, with its freshness lifetime and how long to keep it after.
 func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, stale []byte) ([]byte, time.Duration, time.Duration, error) {
 	c, p := f.rt.c, f.p
-	if f.limit != nil && !f.limit.admit(key, time.Now()) {
+	if f.limit != nil && !f.limit.admit(key, c.now()) {
 		// Over the route's key limit: this request alone, uncached.
 		f.wrote = true
 		c.mark(f.w.Header(), "BYPASS", "fwd=bypass; detail=key-limit")
@@ -215,7 +215,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	if resp.Status == http.StatusNotModified && validated {
 		resp = freshen(old, resp.Header)
 	}
-	ttl, ok := p.storable(resp, time.Now())
+	ttl, ok := p.storable(resp, c.now())
 	if f.credentialed && (!ok || !sharedWithCredentials(resp.Header)) {
 		// Personal to this request: neither stored nor shared, and no
 		// uncacheable marker either, which would let anyone sending
@@ -335,10 +335,10 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	case res.source == fromStale:
 		// A negative ttl says how long ago it went stale (RFC 9211).
 		simple = "STALE"
-		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
+		ttl := int64(res.storedAt.Add(res.ttl).Sub(c.now()) / time.Second)
 		status = strconv.AppendInt(append(status, "hit; ttl="...), min(ttl, -1), 10)
 	default:
-		ttl := int64(time.Until(res.storedAt.Add(res.ttl)) / time.Second)
+		ttl := int64(res.storedAt.Add(res.ttl).Sub(c.now()) / time.Second)
 		status = strconv.AppendInt(append(status, "hit; ttl="...), max(ttl, 0), 10)
 		if res.source == fromLocal {
 			status = append(status, "; detail=l1"...)
@@ -351,7 +351,7 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 		// The age it had when stored (its own Age header) plus the time
 		// since: the same answer from every process.
 		age, _ := initialAge(resp.Header) // valid: it was stored
-		age += max(0, time.Since(res.storedAt))
+		age += max(0, c.now().Sub(res.storedAt))
 		added[2] = strconv.FormatInt(int64(age/time.Second), 10)
 		resp.Header["Age"] = added[2:3:3]
 	}
@@ -405,7 +405,7 @@ func unsafeMethod(method string) bool {
 // answers 2xx or 3xx, deletes the stored entries for its URL and for the
 // same-host URLs in its Location and Content-Location headers, in the
 // shared store: every process stops serving them (RFC 9111, section 4.4).
-func (rt *Route) serveUnsafe(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
+func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
 	c := rt.c
 	c.mark(w.Header(), "BYPASS", "fwd=method")
 	sw := &statusWriter{ResponseWriter: w}

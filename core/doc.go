@@ -30,12 +30,12 @@
 //
 // # HTTP
 //
-// On top of the engine, [Route.Serve] caches HTTP responses: it derives the
+// On top of the engine, [Middleware.Serve] caches HTTP responses: it derives the
 // key from the request, decides what may be stored (see the README's list of
 // defaults), records the handler's response, and replays stored responses
 // with an X-Cache header and Age. The adapter modules ginmw, echomw and
-// nethttpmw call it; a [Route] carries one middleware's policy, built from
-// [RouteOption] values such as [TTL], [KeyQuery] and [Routes].
+// nethttpmw call it; a [Middleware] carries one middleware's policy, built from
+// [PolicyOption] values such as [TTL], [KeyQuery] and [PerRoute].
 //
 // # Failure behaviour
 //

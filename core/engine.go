@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/flightcache/flightcache/core/internal/entry"
+	"github.com/flightcache/flightcache/core/internal/testhook"
 )
 
 // NoStore, returned as the TTL by a fetch function, means the value is for
@@ -56,6 +57,10 @@ type Cache struct {
 	// cold key costs the store one lookup per process, not one per caller.
 	filling sync.Map
 	local   *localTier // nil unless WithLocalTier
+	// now is the clock freshness, ages and stale windows are read from;
+	// time.Now except in tests (see internal/testhook). Timeouts stay on
+	// the real clock.
+	now func() time.Time
 }
 
 // Stats counts what a [Cache] did. Every field is updated atomically and
@@ -79,7 +84,7 @@ func New(store Store, opts ...Option) *Cache {
 	if store == nil {
 		panic("flightcache: New: nil Store")
 	}
-	c := &Cache{store: store, cfg: defaultConfig()}
+	c := &Cache{store: store, cfg: defaultConfig(), now: time.Now}
 	for _, o := range opts {
 		o.apply(&c.cfg)
 	}
@@ -414,7 +419,7 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	value, ttl, keep, err := c.call(fctx, fetch, stale.value)
 	stop()
 	if ttl == staleOnError {
-		if stale.value != nil && !stale.pass && time.Since(stale.storedAt.Add(stale.ttl)) < keep {
+		if stale.value != nil && !stale.pass && c.now().Sub(stale.storedAt.Add(stale.ttl)) < keep {
 			if err != nil {
 				c.report(ctx, "fetch", key, err)
 			}
@@ -454,7 +459,7 @@ func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (value 
 // it returns the stored value instead of ours, so that every process
 // serves the same bytes. A store failure leaves the value uncached.
 func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep time.Duration) result {
-	now := time.UnixMilli(time.Now().UnixMilli()) // the precision stored
+	now := time.UnixMilli(c.now().UnixMilli()) // the precision stored
 	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
 	enc := entry.Encode(now, ttl, value)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
@@ -471,7 +476,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	}
 	e, err := entry.Decode(stored)
 	switch {
-	case err == nil && fresh(e) && e.Kind == entry.KindValue:
+	case err == nil && c.fresh(e) && e.Kind == entry.KindValue:
 		c.stats.LostCommits.Add(1)
 		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
 	case err != nil:
@@ -504,7 +509,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 func (c *Cache) markPass(ctx context.Context, key string) {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
-	now := time.UnixMilli(time.Now().UnixMilli())
+	now := time.UnixMilli(c.now().UnixMilli())
 	if _, _, err := c.store.SetNX(sctx, key, entry.EncodePass(now, PassTTL), PassTTL); err != nil {
 		c.report(ctx, "commit", key, err)
 	}
@@ -512,7 +517,7 @@ func (c *Cache) markPass(ctx context.Context, key string) {
 
 // fresh reports whether an entry is still within its freshness lifetime.
 // Entries are kept past it only for revalidation.
-func fresh(e entry.Entry) bool { return time.Now().Before(e.Expires()) }
+func (c *Cache) fresh(e entry.Entry) bool { return c.now().Before(e.Expires()) }
 
 // lookup reads and decodes key's entry; anything but a readable, fresh
 // entry is a miss. For a stale one, the returned result holds its value.
@@ -536,11 +541,11 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 		return result{}, false
 	}
 	if e.Kind == entry.KindPass {
-		return result{pass: fresh(e)}, false
+		return result{pass: c.fresh(e)}, false
 	}
 	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}
 	// A stale entry is a miss whose value the fill may revalidate.
-	return r, fresh(e)
+	return r, c.fresh(e)
 }
 
 // lock tries key's lock once; a store failure is reported and returned.
@@ -643,3 +648,7 @@ func withDeadline(ctx context.Context, d time.Time) context.Context {
 }
 
 func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func init() {
+	testhook.SetClock = func(cache any, now func() time.Time) { cache.(*Cache).now = now }
+}

@@ -1,11 +1,14 @@
 package core
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // NewLocalTierStore returns s fronted by a local tier of maxBytes, as
 // WithLocalTier installs it, for the store conformance suite.
 func NewLocalTierStore(s Store, maxBytes int64) Store {
-	return newLocalTier(s, s.(InvalidationWatcher), maxBytes, func(context.Context, error) {})
+	return newLocalTier(s, s.(InvalidationWatcher), maxBytes, time.Now, func(context.Context, error) {})
 }
 
 // LocalTierSize runs the local tier's pending maintenance and returns its

@@ -61,7 +61,7 @@ func (p *policy) requestKey(r *http.Request) (string, bool) {
 //
 // Authorization is not among them: a request carrying it goes through
 // the cache but is only served a stored response, and its own response
-// only stored, when that response allows it (see [Route.Serve]).
+// only stored, when that response allows it (see [Middleware.Serve]).
 var BypassHeaders = []string{
 	"Cookie",
 	"Forwarded", "X-Forwarded-Host", "X-Host", "X-Forwarded-Server", "X-Original-Url", "X-Rewrite-Url",

@@ -14,15 +14,15 @@ import (
 // invents query strings or path segments can make a route store; with P
 // processes the fleet stores at most P×n keys of the route per TTL.
 //
-// Each route pattern has its own count; with net/http's [Route.Serve]
+// Each route pattern has its own count; with net/http's [Middleware.Serve]
 // called without a pattern, the whole middleware shares one. Unset, a
 // route's key count is bounded only by the store's memory (see also
 // [KeyQuery] and [IgnoreQuery]).
-func MaxKeys(n int) RouteOption {
+func MaxKeys(n int) PolicyOption {
 	if n <= 0 {
 		panic(fmt.Sprintf("flightcache: MaxKeys(%d): must be positive", n))
 	}
-	return routeOptionFunc(func(p *policy) { p.maxKeys = n })
+	return policyOptionFunc(func(p *policy) { p.maxKeys = n })
 }
 
 // keyLimiter admits at most max distinct keys per window.
@@ -69,7 +69,7 @@ func (l *keyLimiter) admit(key string, now time.Time) bool {
 
 // keyLimiter returns the limiter of pattern under p, nil when p sets no
 // limit.
-func (rt *Route) keyLimiter(pattern string, p *policy) *keyLimiter {
+func (rt *Middleware) keyLimiter(pattern string, p *policy) *keyLimiter {
 	if p.maxKeys == 0 {
 		return nil
 	}

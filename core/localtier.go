@@ -67,6 +67,7 @@ type localTier struct {
 	entries *otter.Cache[string, localEntry]
 	report  func(ctx context.Context, err error)
 	guard   func(f func() error) error // the circuit breaker's, if any
+	now     func() time.Time           // the cache's clock
 
 	seed     maphash.Seed
 	stripes  [localStripes]atomic.Uint64 // invalidations seen, by key stripe
@@ -101,7 +102,7 @@ type localEntry struct {
 
 // newLocalTier returns shared fronted by a tier of at most maxBytes.
 // source is the store that broadcasts invalidations; shared may wrap it.
-func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, report func(ctx context.Context, err error)) *localTier {
+func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, now func() time.Time, report func(ctx context.Context, err error)) *localTier {
 	guard := func(f func() error) error { return f() }
 	if b, ok := shared.(*breakerStore); ok {
 		// While the breaker is open, starting a watch fails at once
@@ -111,6 +112,7 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, repo
 	return &localTier{
 		Store:  shared,
 		source: source,
+		now:    now,
 		report: report,
 		guard:  guard,
 		seed:   maphash.MakeSeed(),
@@ -120,9 +122,9 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, repo
 				return uint32(min(len(key)+len(v.enc)+localEntryOverhead, 1<<32-1))
 			},
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, localEntry]) time.Duration {
-				return time.Until(e.Value.e.Expires())
+				return e.Value.e.Expires().Sub(now())
 			}),
-			Clock: ticklessClock{},
+			Clock: ticklessClock{now},
 		}),
 	}
 }
@@ -132,15 +134,17 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, repo
 // could not stop; without them expired entries are still never returned
 // (otter checks expiry on every read), and they are removed by the
 // maintenance that writes trigger, within the byte budget meanwhile.
-type ticklessClock struct{}
+type ticklessClock struct{ now func() time.Time }
 
-func (ticklessClock) NowNano() int64                      { return time.Now().UnixNano() }
+func (c ticklessClock) NowNano() int64                    { return c.now().UnixNano() }
 func (ticklessClock) Tick(time.Duration) <-chan time.Time { return nil }
+
+func (l *localTier) fresh(e entry.Entry) bool { return l.now().Before(e.Expires()) }
 
 // lookup returns key's entry if the tier holds it and it is fresh.
 func (l *localTier) lookup(key string) (result, bool) {
 	v, ok := l.entries.GetIfPresent(key)
-	if !ok || !fresh(v.e) {
+	if !ok || !l.fresh(v.e) {
 		return result{}, false
 	}
 	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal}, true
@@ -149,7 +153,7 @@ func (l *localTier) lookup(key string) (result, bool) {
 // Get implements [Store]: from the tier if it holds key, else from the
 // shared store, keeping a fresh value for next time.
 func (l *localTier) Get(ctx context.Context, key string) ([]byte, error) {
-	if v, ok := l.entries.GetIfPresent(key); ok && fresh(v.e) {
+	if v, ok := l.entries.GetIfPresent(key); ok && l.fresh(v.e) {
 		return v.enc, nil
 	}
 	seen, admit := l.begin(ctx, key)
@@ -222,7 +226,7 @@ func (l *localTier) stripe(key string) *atomic.Uint64 {
 // of key was seen since the read began at version seen.
 func (l *localTier) admit(key string, b []byte, seen uint64) {
 	e, err := entry.Decode(b)
-	if err != nil || e.Kind != entry.KindValue || !fresh(e) {
+	if err != nil || e.Kind != entry.KindValue || !l.fresh(e) {
 		return
 	}
 	l.entries.Set(key, localEntry{enc: b, e: e})
@@ -362,7 +366,7 @@ func (c *Cache) installLocalTier(shared Store) {
 	if !ok {
 		panic("flightcache: WithLocalTier: the store does not implement InvalidationWatcher, so other processes' changes could not reach the local tier")
 	}
-	c.local = newLocalTier(c.store, source, c.cfg.localTierBytes, func(ctx context.Context, err error) {
+	c.local = newLocalTier(c.store, source, c.cfg.localTierBytes, func() time.Time { return c.now() }, func(ctx context.Context, err error) {
 		c.report(ctx, "watch", "", err)
 	})
 	c.store = c.local

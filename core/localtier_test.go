@@ -218,7 +218,7 @@ func serveItem(t *testing.T, p tierProc, method string, next func(http.ResponseW
 	t.Helper()
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(method, "http://example.test/item", nil)
-	if err := p.c.Route().Serve(rec, req, "", next); err != nil {
+	if err := p.c.Middleware().Serve(rec, req, "", next); err != nil {
 		t.Fatalf("%s /item: %v", method, err)
 	}
 	return rec
@@ -551,7 +551,7 @@ func TestLocalTierConvergesUnderConcurrentInvalidation(t *testing.T) {
 					default:
 					}
 					req := httptest.NewRequest("GET", "http://example.test/item", nil)
-					if err := b.c.Route().Serve(httptest.NewRecorder(), req, "", handler); err != nil {
+					if err := b.c.Middleware().Serve(httptest.NewRecorder(), req, "", handler); err != nil {
 						failed.Store(true)
 					}
 				}

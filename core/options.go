@@ -12,10 +12,10 @@ type Option interface {
 	apply(*config)
 }
 
-// RouteOption configures the caching policy of a route. Given to [New] it
+// PolicyOption configures the caching policy of a route. Given to [New] it
 // sets the default for every route; given to an adapter it applies to the
 // routes that adapter wraps.
-type RouteOption interface {
+type PolicyOption interface {
 	Option
 	route(*policy)
 }
@@ -65,10 +65,10 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
-type routeOptionFunc func(*policy)
+type policyOptionFunc func(*policy)
 
-func (f routeOptionFunc) apply(c *config) { f(&c.policy) }
-func (f routeOptionFunc) route(p *policy) { f(p) }
+func (f policyOptionFunc) apply(c *config) { f(&c.policy) }
+func (f policyOptionFunc) route(p *policy) { f(p) }
 
 func positive(name string, d time.Duration) {
 	if d <= 0 {

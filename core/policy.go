@@ -31,7 +31,7 @@ type policy struct {
 	// staleIfError is how long past its freshness a response may be
 	// served when refilling it fails, when the response does not say.
 	staleIfError time.Duration
-	table        map[string][]RouteOption
+	table        map[string][]PolicyOption
 }
 
 // DefaultMaxBodySize is the largest response body stored by default.
@@ -44,83 +44,83 @@ func defaultPolicy() policy {
 // TTL sets how long a response (or a value from [Cache.Do]) stays fresh
 // when the handler's Cache-Control or the fetch function does not say.
 // The default is one minute.
-func TTL(d time.Duration) RouteOption {
+func TTL(d time.Duration) PolicyOption {
 	positive("TTL", d)
-	return routeOptionFunc(func(p *policy) { p.ttl = d })
+	return policyOptionFunc(func(p *policy) { p.ttl = d })
 }
 
 // NoCache turns caching off for the route: requests pass straight through,
 // marked BYPASS.
-func NoCache() RouteOption {
-	return routeOptionFunc(func(p *policy) { p.noCache = true })
+func NoCache() PolicyOption {
+	return policyOptionFunc(func(p *policy) { p.noCache = true })
 }
 
 // Statuses sets which response status codes may be stored with the
 // route's [TTL]. The default is 200 only. Codes in [HeuristicStatuses] are
 // also stored when the response states its own freshness.
-func Statuses(codes ...int) RouteOption {
+func Statuses(codes ...int) PolicyOption {
 	for _, c := range codes {
 		if c < 100 || c > 999 {
 			panic(fmt.Sprintf("flightcache: Statuses: invalid status %d", c))
 		}
 	}
 	codes = slices.Clone(codes)
-	return routeOptionFunc(func(p *policy) { p.statuses = codes })
+	return policyOptionFunc(func(p *policy) { p.statuses = codes })
 }
 
 // MaxBodySize sets the largest response body that is stored, in bytes; a
 // larger response streams through to its client uncached. The default is
 // [DefaultMaxBodySize] (1 MiB).
-func MaxBodySize(n int) RouteOption {
+func MaxBodySize(n int) PolicyOption {
 	if n <= 0 {
 		panic(fmt.Sprintf("flightcache: MaxBodySize(%d): must be positive", n))
 	}
-	return routeOptionFunc(func(p *policy) { p.maxBody = n })
+	return policyOptionFunc(func(p *policy) { p.maxBody = n })
 }
 
 // KeyQuery makes only the named query parameters part of the cache key;
 // others are ignored. By default every parameter is part of the key.
-func KeyQuery(names ...string) RouteOption {
+func KeyQuery(names ...string) PolicyOption {
 	names = slices.Clone(names)
-	return routeOptionFunc(func(p *policy) { p.queryKeys = names })
+	return policyOptionFunc(func(p *policy) { p.queryKeys = names })
 }
 
 // IgnoreQuery leaves the named query parameters (tracking tags, say) out
 // of the cache key.
-func IgnoreQuery(names ...string) RouteOption {
+func IgnoreQuery(names ...string) PolicyOption {
 	names = slices.Clone(names)
-	return routeOptionFunc(func(p *policy) { p.ignoreQuery = names })
+	return policyOptionFunc(func(p *policy) { p.ignoreQuery = names })
 }
 
 // KeyHeaders makes the named request headers part of the cache key, so
 // responses that depend on them are stored per value. Naming Authorization
 // or Cookie also lets requests carrying them be cached, per credential;
 // without that they bypass the cache.
-func KeyHeaders(names ...string) RouteOption {
+func KeyHeaders(names ...string) PolicyOption {
 	canon := make([]string, len(names))
 	for i, n := range names {
 		canon[i] = http.CanonicalHeaderKey(n)
 	}
 	slices.Sort(canon)
-	return routeOptionFunc(func(p *policy) { p.headerKeys = canon })
+	return policyOptionFunc(func(p *policy) { p.headerKeys = canon })
 }
 
 // KeyFunc replaces the method, host, path and query part of the cache key
 // with f(r). Headers named by [KeyHeaders] are still added.
-func KeyFunc(f func(r *http.Request) string) RouteOption {
-	return routeOptionFunc(func(p *policy) { p.keyFunc = f })
+func KeyFunc(f func(r *http.Request) string) PolicyOption {
+	return policyOptionFunc(func(p *policy) { p.keyFunc = f })
 }
 
 // Skip makes requests for which f returns true pass through uncached.
-func Skip(f func(r *http.Request) bool) RouteOption {
-	return routeOptionFunc(func(p *policy) { p.skip = f })
+func Skip(f func(r *http.Request) bool) PolicyOption {
+	return policyOptionFunc(func(p *policy) { p.skip = f })
 }
 
 // IgnoreCacheControl makes the route's [TTL] apply even when the handler
 // sets s-maxage or max-age. Responses marked no-store, no-cache or private
 // are still never stored.
-func IgnoreCacheControl() RouteOption {
-	return routeOptionFunc(func(p *policy) { p.ignoreCacheControl = true })
+func IgnoreCacheControl() PolicyOption {
+	return policyOptionFunc(func(p *policy) { p.ignoreCacheControl = true })
 }
 
 // ExplicitFreshnessOnly stores only responses that state their own
@@ -128,8 +128,8 @@ func IgnoreCacheControl() RouteOption {
 // [TTL] is never invented for one that does not. A generic caching proxy
 // in front of someone else's upstream wants this; an application caching
 // its own handlers usually does not.
-func ExplicitFreshnessOnly() RouteOption {
-	return routeOptionFunc(func(p *policy) { p.explicitOnly = true })
+func ExplicitFreshnessOnly() PolicyOption {
+	return policyOptionFunc(func(p *policy) { p.explicitOnly = true })
 }
 
 // StaleWhileRevalidate lets a response be served for up to d past its
@@ -142,11 +142,11 @@ func ExplicitFreshnessOnly() RouteOption {
 // is served the stale entry too. Responses with must-revalidate,
 // proxy-revalidate, no-cache or s-maxage are never served stale by this
 // default. The default is 0: a stale entry is a miss.
-func StaleWhileRevalidate(d time.Duration) RouteOption {
+func StaleWhileRevalidate(d time.Duration) PolicyOption {
 	if d < 0 {
 		panic(fmt.Sprintf("flightcache: StaleWhileRevalidate(%v): must not be negative", d))
 	}
-	return routeOptionFunc(func(p *policy) { p.staleWhileRevalidate = d })
+	return policyOptionFunc(func(p *policy) { p.staleWhileRevalidate = d })
 }
 
 // StaleIfError lets a stored response be served for up to d past its
@@ -161,37 +161,37 @@ func StaleWhileRevalidate(d time.Duration) RouteOption {
 // Responses with must-revalidate, proxy-revalidate, no-cache or s-maxage
 // are never served stale by this default. The default is 0: a failed
 // refill's response goes to its requests.
-func StaleIfError(d time.Duration) RouteOption {
+func StaleIfError(d time.Duration) PolicyOption {
 	if d < 0 {
 		panic(fmt.Sprintf("flightcache: StaleIfError(%v): must not be negative", d))
 	}
-	return routeOptionFunc(func(p *policy) { p.staleIfError = d })
+	return policyOptionFunc(func(p *policy) { p.staleIfError = d })
 }
 
-// Routes gives route patterns their own policy, read by one middleware for
+// PerRoute gives route patterns their own policy, read by one middleware for
 // all routes. Keys are the framework's patterns: gin's FullPath
 // ("/products/:id"), echo's Path, net/http's Request.Pattern
 // ("GET /products/{id}"). A key ending in "*" matches every pattern that
 // starts with the rest of it, so "/admin/*" covers the admin routes; an
 // exact key wins over a prefix, and a longer prefix over a shorter one.
 // A route's options apply on top of the middleware's.
-func Routes(table map[string][]RouteOption) RouteOption {
+func PerRoute(table map[string][]PolicyOption) PolicyOption {
 	for pattern, opts := range table {
 		for _, o := range opts {
 			probe := policy{}
 			o.route(&probe)
 			if probe.table != nil {
-				panic(fmt.Sprintf("flightcache: Routes: the entry for %q nests Routes", pattern))
+				panic(fmt.Sprintf("flightcache: PerRoute: the entry for %q nests PerRoute", pattern))
 			}
 		}
 	}
-	return routeOptionFunc(func(p *policy) { p.table = table })
+	return policyOptionFunc(func(p *policy) { p.table = table })
 }
 
-// Route is one middleware's compiled policy, with its per-pattern table.
-// Adapters create one per middleware with [Cache.Route] and call
-// [Route.Serve] for each request. It is safe for concurrent use.
-type Route struct {
+// Middleware is one middleware's compiled policy, with its per-pattern table.
+// Adapters create one per middleware with [Cache.Middleware] and call
+// [Middleware.Serve] for each request. It is safe for concurrent use.
+type Middleware struct {
 	c        *Cache
 	base     policy
 	exact    map[string]*policy
@@ -204,13 +204,13 @@ type prefixPolicy struct {
 	p      *policy
 }
 
-// Route compiles the cache's default policy with opts applied on top.
-func (c *Cache) Route(opts ...RouteOption) *Route {
+// Middleware compiles the cache's default policy with opts applied on top.
+func (c *Cache) Middleware(opts ...PolicyOption) *Middleware {
 	base := c.cfg.policy
 	for _, o := range opts {
 		o.route(&base)
 	}
-	rt := &Route{c: c, base: base, exact: map[string]*policy{}}
+	rt := &Middleware{c: c, base: base, exact: map[string]*policy{}}
 	for pattern, opts := range base.table {
 		p := base
 		p.table = nil
@@ -229,7 +229,7 @@ func (c *Cache) Route(opts ...RouteOption) *Route {
 }
 
 // policyFor returns the policy of a route pattern.
-func (rt *Route) policyFor(pattern string) *policy {
+func (rt *Middleware) policyFor(pattern string) *policy {
 	if p, ok := rt.exact[pattern]; ok {
 		return p
 	}

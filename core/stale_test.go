@@ -34,7 +34,7 @@ func TestStaleWhileRevalidateFleetWide(t *testing.T) {
 		}
 		serve := func(c *core.Cache) (string, string) {
 			w := httptest.NewRecorder()
-			if err := c.Route().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
+			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
 				t.Errorf("Serve: %v", err)
 			}
 			return w.Body.String(), w.Header().Get("X-Cache")
@@ -107,7 +107,7 @@ func TestStaleIfErrorFleetWide(t *testing.T) {
 		}
 		serve := func(c *core.Cache) (int, string, string) {
 			w := httptest.NewRecorder()
-			if err := c.Route().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
+			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
 				t.Errorf("Serve: %v", err)
 			}
 			return w.Code, w.Body.String(), w.Header().Get("X-Cache")

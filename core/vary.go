@@ -22,7 +22,7 @@ import (
 //
 // The index carries a random generation that is part of every variant's
 // key. Deleting the index (an unsafe request to the URL, see
-// [Route.Serve]) therefore retires all its variants in every process at
+// [Middleware.Serve]) therefore retires all its variants in every process at
 // once; they are left to expire.
 
 // VariantIndexTTL is how long the index of a varying URL's variants stays

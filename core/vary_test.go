@@ -24,9 +24,9 @@ func TestVaryVariantsFleetWide(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
 		var log errorLog
 		cs := caches(t, 3, newStore, namespace(t), core.WithObserver(log.observe))
-		routes := make([]*core.Route, len(cs))
+		routes := make([]*core.Middleware, len(cs))
 		for i, c := range cs {
-			routes[i] = c.Route()
+			routes[i] = c.Middleware()
 		}
 		var calls sync.Map // language → *atomic.Int64
 		handler := func(w http.ResponseWriter, r *http.Request) error {

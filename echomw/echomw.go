@@ -3,7 +3,7 @@
 //	e.Use(echomw.Cache(c))
 //
 // The middleware can be installed for the whole server, for a group or
-// for a single route; the route pattern that [core.Routes] tables are
+// for a single route; the route pattern that [core.PerRoute] tables are
 // keyed by is echo's [echo.Context.Path] ("/products/:id"). Handlers keep
 // using c.JSON, c.String and the rest as usual: on a miss their response
 // is recorded by package core, which makes every caching decision, and
@@ -35,7 +35,7 @@ type Config struct {
 
 	// Options are applied on top of Cache's default policy, as in
 	// [Cache].
-	Options []core.RouteOption
+	Options []core.PolicyOption
 }
 
 // DefaultConfig is the default configuration: it skips no request.
@@ -45,7 +45,7 @@ var DefaultConfig = Config{Skipper: middleware.DefaultSkipper}
 // Cache returns middleware that caches the responses of the handlers
 // after it through c, under the cache's default policy with opts applied
 // on top. It panics if c is nil.
-func Cache(c *core.Cache, opts ...core.RouteOption) echo.MiddlewareFunc {
+func Cache(c *core.Cache, opts ...core.PolicyOption) echo.MiddlewareFunc {
 	config := DefaultConfig
 	config.Cache = c
 	config.Options = opts
@@ -62,7 +62,7 @@ func CacheWithConfig(config Config) echo.MiddlewareFunc {
 	if skip == nil {
 		skip = middleware.DefaultSkipper
 	}
-	rt := config.Cache.Route(config.Options...)
+	rt := config.Cache.Middleware(config.Options...)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if skip(c) {

@@ -29,7 +29,7 @@ func newServer(c *core.Cache, s cachetest.Server) http.Handler {
 	if s.Global != nil {
 		e.Use(echomw.Cache(c, s.Global...))
 	}
-	for _, r := range s.Routes {
+	for _, r := range s.Endpoints {
 		var mw []echo.MiddlewareFunc
 		if r.Cache != nil {
 			mw = append(mw, echomw.Cache(c, r.Cache...))

@@ -4,7 +4,7 @@
 //
 // The middleware goes on the engine, a route group or a single route
 // (r.GET("/p/:id", ginmw.Cache(c, core.TTL(10*time.Second)), show)). The
-// route pattern that [core.Routes] tables are keyed by is gin's
+// route pattern that [core.PerRoute] tables are keyed by is gin's
 // [gin.Context.FullPath], such as "/products/:id". All caching decisions
 // are made by package core; this package only runs the rest of gin's
 // handler chain into core's recorder.
@@ -29,14 +29,14 @@ import (
 // run once per key while other requests for it wait; during that fill
 // they see a gin.Context whose Writer buffers the response and whose
 // Request carries a context detached from the client's (see
-// [core.Route.Serve]). A response written by a chain that recorded gin
+// [core.Middleware.Serve]). A response written by a chain that recorded gin
 // errors ([gin.Context.Error]) before writing its header, such as a
 // failed render, is marked Cache-Control: no-store and is not stored.
 // Handler panics reach every request waiting on the fill, where
 // [gin.Recovery] placed before the middleware turns them into 500s.
 // Requests that match no route pass through uncached.
-func Cache(c *core.Cache, opts ...core.RouteOption) gin.HandlerFunc {
-	rt := c.Route(opts...)
+func Cache(c *core.Cache, opts ...core.PolicyOption) gin.HandlerFunc {
+	rt := c.Middleware(opts...)
 	return func(gc *gin.Context) {
 		if gc.FullPath() == "" {
 			// No route matched: gin writes its 404 or 405 after the

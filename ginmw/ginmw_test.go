@@ -28,7 +28,7 @@ func newServer(c *core.Cache, s cachetest.Server) http.Handler {
 	if s.Global != nil {
 		r.Use(ginmw.Cache(c, s.Global...))
 	}
-	for _, rt := range s.Routes {
+	for _, rt := range s.Endpoints {
 		handlers := []gin.HandlerFunc{gin.WrapF(rt.Handler)}
 		if rt.Cache != nil {
 			handlers = append([]gin.HandlerFunc{ginmw.Cache(c, rt.Cache...)}, handlers...)

@@ -16,13 +16,13 @@ import (
 // Middleware returns middleware that caches next's responses through c,
 // under the cache's default policy with opts applied on top.
 //
-// The route pattern that [core.Routes] tables are keyed by is
+// The route pattern that [core.PerRoute] tables are keyed by is
 // [http.Request.Pattern]. When the middleware wraps an [*http.ServeMux]
 // as a whole, it asks the mux which pattern the request will match.
 // Other routers decide their pattern after the middleware runs; with them,
 // give each route its own middleware instead of a table.
-func Middleware(c *core.Cache, opts ...core.RouteOption) func(http.Handler) http.Handler {
-	rt := c.Route(opts...)
+func Middleware(c *core.Cache, opts ...core.PolicyOption) func(http.Handler) http.Handler {
+	rt := c.Middleware(opts...)
 	return func(next http.Handler) http.Handler {
 		mux, _ := next.(*http.ServeMux)
 		serve := func(w http.ResponseWriter, r *http.Request) error {
@@ -40,6 +40,6 @@ func Middleware(c *core.Cache, opts ...core.RouteOption) func(http.Handler) http
 }
 
 // Wrap is Middleware(c, opts...)(h).
-func Wrap(h http.Handler, c *core.Cache, opts ...core.RouteOption) http.Handler {
+func Wrap(h http.Handler, c *core.Cache, opts ...core.PolicyOption) http.Handler {
 	return Middleware(c, opts...)(h)
 }

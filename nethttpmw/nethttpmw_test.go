@@ -28,7 +28,7 @@ func pattern(path string) string {
 
 func newServer(c *core.Cache, s cachetest.Server) http.Handler {
 	mux := http.NewServeMux()
-	for _, r := range s.Routes {
+	for _, r := range s.Endpoints {
 		var h http.Handler = r.Handler
 		if r.Cache != nil {
 			h = nethttpmw.Wrap(h, c, r.Cache...)

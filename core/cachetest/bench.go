@@ -198,8 +198,8 @@ func hitVariants(b *testing.B, d Driver, addr string, size int) []hitVariant {
 		return core.New(s, append([]core.Option{core.WithNamespace(ns)}, opts...)...)
 	}
 	cached := func(c *core.Cache) http.Handler {
-		return d.New(c, Server{Global: []core.RouteOption{core.TTL(time.Hour)},
-			Routes: []Route{{Path: "/items/:id", Handler: origin}}})
+		return d.New(c, Server{Global: []core.PolicyOption{core.TTL(time.Hour)},
+			Endpoints: []Endpoint{{Path: "/items/:id", Handler: origin}}})
 	}
 	request := func() *http.Request { return httptest.NewRequest(http.MethodGet, "/items/42", nil) }
 
@@ -231,8 +231,8 @@ func hitVariants(b *testing.B, d Driver, addr string, size int) []hitVariant {
 
 	hit, l1 := newCache(), newCache(core.WithLocalTier(64<<20))
 	vs := []hitVariant{
-		{name: "bare", h: d.New(filler, Server{Routes: []Route{{Path: "/items/:id", Handler: origin}}})},
-		{name: "floor", h: d.New(filler, Server{Routes: []Route{{Path: "/items/:id", Handler: floor}}})},
+		{name: "bare", h: d.New(filler, Server{Endpoints: []Endpoint{{Path: "/items/:id", Handler: origin}}})},
+		{name: "floor", h: d.New(filler, Server{Endpoints: []Endpoint{{Path: "/items/:id", Handler: floor}}})},
 		{name: "cached", h: cached(hit), cache: hit},
 		{name: "cached-l1", h: cached(l1), cache: l1, local: true},
 	}
@@ -302,8 +302,8 @@ func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
 		s := core.NewRedisStore(rdb)
 		t.Cleanup(func() { s.Close() })
 		c := core.New(s, append([]core.Option{core.WithNamespace("roundtrips-" + uniqueID())}, opts...)...)
-		return d.New(c, Server{Global: []core.RouteOption{core.TTL(time.Hour)},
-			Routes: []Route{{Path: "/r", Handler: o.ServeHTTP}}})
+		return d.New(c, Server{Global: []core.PolicyOption{core.TTL(time.Hour)},
+			Endpoints: []Endpoint{{Path: "/r", Handler: o.ServeHTTP}}})
 	}
 	for _, tc := range []struct {
 		name     string

@@ -18,7 +18,7 @@ import (
 // Driver puts a web framework and its flightcache adapter under the HTTP
 // suite ([TestHTTP]). It must be safe to call from parallel subtests.
 type Driver struct {
-	// New returns a server for s: the framework's router with s.Routes,
+	// New returns a server for s: the framework's router with s.Endpoints,
 	// and, if s.Global is not nil, the adapter installed once for all
 	// routes with s.Global's options (empty: the cache's defaults).
 	// A route with Cache not nil gets the adapter on that route alone,
@@ -26,21 +26,21 @@ type Driver struct {
 	New func(c *core.Cache, s Server) http.Handler
 	// Pattern returns the framework's route pattern for a suite path,
 	// which is written gin/echo style ("/items/:id"): what the route
-	// tables of [core.Routes] are keyed by. net/http's is "GET /items/{id}".
+	// tables of [core.PerRoute] are keyed by. net/http's is "GET /items/{id}".
 	Pattern func(path string) string
 }
 
 // Server describes the routes of one suite case.
 type Server struct {
-	Global []core.RouteOption // nil: no global middleware
-	Routes []Route
+	Global []core.PolicyOption // nil: no global middleware
+	Endpoints []Endpoint
 }
 
-// Route is one route of a suite server.
-type Route struct {
+// Endpoint is one route of a suite server.
+type Endpoint struct {
 	Path    string             // gin/echo style; ":name" segments are parameters
 	Handler http.HandlerFunc   // registered for GET, HEAD and POST
-	Cache   []core.RouteOption // not nil: the adapter on this route alone
+	Cache   []core.PolicyOption // not nil: the adapter on this route alone
 }
 
 // origin is a handler that counts its calls and writes them into the body.
@@ -99,11 +99,11 @@ func newCache(t *testing.T, opts ...core.Option) *core.Cache {
 // TestHTTP runs the adapter behaviour suite through d: the same cases for
 // every framework.
 func TestHTTP(t *testing.T, d Driver) {
-	get := func(h http.HandlerFunc) []Route { return []Route{{Path: "/r", Handler: h}} }
+	get := func(h http.HandlerFunc) []Endpoint { return []Endpoint{{Path: "/r", Handler: h}} }
 
 	t.Run("MissThenHit", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		first := do(t, h, "GET", "/r")
 		second := do(t, h, "GET", "/r")
 		if first.header.Get("X-Cache") != "MISS" || second.header.Get("X-Cache") != "HIT" {
@@ -125,7 +125,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.WriteHeader(http.StatusNonAuthoritativeInfo)
 			fmt.Fprintf(w, `{"n":%d}`, n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.Statuses(203)}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{core.Statuses(203)}, Endpoints: get(o.ServeHTTP)})
 		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
 		for _, got := range []response{first, second} {
 			if got.status != 203 || got.body != `{"n":1}` || got.header.Get("Content-Type") != "application/json" ||
@@ -140,7 +140,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.WriteHeader(http.StatusNotFound)
 			fmt.Fprintf(w, "missing %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		got := do(t, h, "GET", "/r")
 		if got.status != 404 || got.body != "missing 2" || got.header.Get("X-Cache") != "BYPASS" {
@@ -150,7 +150,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("HeadSharesGet", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		if got := do(t, h, "HEAD", "/r"); got.header.Get("X-Cache") != "BYPASS" {
 			t.Errorf("HEAD on a cold key X-Cache = %q, want BYPASS (HEAD never fills)", got.header.Get("X-Cache"))
 		}
@@ -164,7 +164,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("RangeServedFromAStoredResponse", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		if got := do(t, h, "GET", "/r", "Range", "bytes=0-3"); got.header.Get("X-Cache") != "BYPASS" || o.calls.Load() != 1 {
 			t.Errorf("a range request on a cold key: X-Cache %q after %d origin calls, want BYPASS to the handler", got.header.Get("X-Cache"), o.calls.Load())
 		}
@@ -188,7 +188,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("QueryOrderIsOneKey", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		a := do(t, h, "GET", "/r?b=2&a=1")
 		b := do(t, h, "GET", "/r?a=1&b=2")
 		c := do(t, h, "GET", "/r?a=1&b=3")
@@ -202,14 +202,14 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("IgnoredAndKeyedQuery", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.IgnoreQuery("utm_source")}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{core.IgnoreQuery("utm_source")}, Endpoints: get(o.ServeHTTP)})
 		a := do(t, h, "GET", "/r?id=1&utm_source=mail")
 		b := do(t, h, "GET", "/r?id=1&utm_source=ads")
 		if b.body != a.body {
 			t.Errorf("ignored parameter changed the entry: %q vs %q", b.body, a.body)
 		}
 		o2 := &origin{}
-		h2 := d.New(newCache(t), Server{Global: []core.RouteOption{core.KeyQuery("id")}, Routes: get(o2.ServeHTTP)})
+		h2 := d.New(newCache(t), Server{Global: []core.PolicyOption{core.KeyQuery("id")}, Endpoints: get(o2.ServeHTTP)})
 		a = do(t, h2, "GET", "/r?id=1&x=1")
 		b = do(t, h2, "GET", "/r?id=1&x=2")
 		c := do(t, h2, "GET", "/r?id=2&x=1")
@@ -220,7 +220,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("MaxKeysBoundsARoutesKeys", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.MaxKeys(2)}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{core.MaxKeys(2)}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r?a=1")
 		do(t, h, "GET", "/r?a=2")
 		for range 2 {
@@ -244,7 +244,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			http.SetCookie(w, &http.Cookie{Name: "session", Value: fmt.Sprint("secret-", n)})
 			fmt.Fprintf(w, "personal %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
 		if second.body == first.body || strings.Contains(second.header.Get("Set-Cookie"), "secret-1") {
 			t.Errorf("second client got %q with Set-Cookie %q: the first client's response leaked", second.body, second.header.Get("Set-Cookie"))
@@ -260,7 +260,7 @@ func TestHTTP(t *testing.T, d Driver) {
 				w.Header().Set("Cache-Control", cc)
 				fmt.Fprintf(w, "call %d", n)
 			}}
-			h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+			h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 			do(t, h, "GET", "/r")
 			if got := do(t, h, "GET", "/r"); got.body != "call 2" {
 				t.Errorf("Cache-Control %q: second response %q, want a fresh call 2", cc, got.body)
@@ -270,7 +270,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("CookieBypassesUnlessKeyed", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r") // a public entry exists
 		if got := do(t, h, "GET", "/r", "Cookie", "session=alice"); got.header.Get("X-Cache") != "BYPASS" || got.body != "call 2 for /r" {
 			t.Errorf("request with Cookie: %q X-Cache %q, want the handler's own answer marked BYPASS", got.body, got.header.Get("X-Cache"))
@@ -291,7 +291,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("CredentialsGetOnlySharedResponses", func(t *testing.T) {
 		o := whoami(&origin{})
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		// A stored response without public, s-maxage or must-revalidate
 		// is not served to a request with Authorization...
 		do(t, h, "GET", "/r")
@@ -311,7 +311,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("CredentialsStoreWhatSaysPublic", func(t *testing.T) {
 		o := whoami(&origin{})
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		carol := do(t, h, "GET", "/r?public", "Authorization", "carol")
 		anon := do(t, h, "GET", "/r?public")
 		dave := do(t, h, "GET", "/r?public", "Authorization", "dave")
@@ -329,7 +329,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			}
 			fmt.Fprintf(w, "user=%s", r.Header.Get("Authorization"))
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		const n = 20
 		got := make([]response, n)
 		var wg sync.WaitGroup
@@ -349,7 +349,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("CredentialsKeyedAreCachedPerCredential", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.KeyHeaders("Authorization")}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{core.KeyHeaders("Authorization")}, Endpoints: get(o.ServeHTTP)})
 		alice := do(t, h, "GET", "/r", "Authorization", "alice")
 		alice2 := do(t, h, "GET", "/r", "Authorization", "alice")
 		bob := do(t, h, "GET", "/r", "Authorization", "bob")
@@ -366,7 +366,7 @@ func TestHTTP(t *testing.T, d Driver) {
 		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
 			fmt.Fprintf(w, "%d:%s", n, big)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.MaxBodySize(1024)}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{core.MaxBodySize(1024)}, Endpoints: get(o.ServeHTTP)})
 		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
 		if first.body != "1:"+big || second.body != "2:"+big {
 			t.Errorf("oversized bodies came back as %d and %d bytes, want each client its own full body", len(first.body), len(second.body))
@@ -384,7 +384,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			}
 			fmt.Fprint(w, "chunk two")
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		first, second := do(t, h, "GET", "/r"), do(t, h, "GET", "/r")
 		if first.body != "chunk one of 1;chunk two" || second.body != "chunk one of 2;chunk two" {
 			t.Errorf("streamed bodies %q, %q; want each client its own stream", first.body, second.body)
@@ -399,7 +399,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			http.NewResponseController(w).Flush()
 			<-r.Context().Done() // a stream runs until its client leaves
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan struct{})
 		go func() {
@@ -425,7 +425,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			}
 			fmt.Fprintf(w, "call %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan struct{})
 		go func() {
@@ -446,7 +446,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.Header().Set("Last-Modified", "Tue, 03 Nov 2026 10:00:00 GMT")
 			fmt.Fprintf(w, "call %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		first := do(t, h, "GET", "/r", "If-None-Match", `"stale"`) // the fill ignores the condition
 		etag := first.header.Get("ETag")
 		if first.status != 200 || etag == "" {
@@ -486,7 +486,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			}
 			fmt.Fprintf(w, "version %d", version.Load())
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		do(t, h, "POST", "/r?fail=1") // a failed change invalidates nothing
 		if got := do(t, h, "GET", "/r"); got.header.Get("X-Cache") != "HIT" {
@@ -526,7 +526,7 @@ func TestHTTP(t *testing.T, d Driver) {
 					w.WriteHeader(tc.status)
 					fmt.Fprintf(w, "call %d", n)
 				}}
-				h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+				h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 				do(t, h, "GET", "/r")
 				got := do(t, h, "GET", "/r")
 				if stored := got.body == "call 1"; stored != tc.stored {
@@ -549,7 +549,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			}
 			fmt.Fprint(w, "the body")
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		time.Sleep(1100 * time.Millisecond) // let it go stale
 		got := do(t, h, "GET", "/r")
@@ -577,15 +577,15 @@ func TestHTTP(t *testing.T, d Driver) {
 		}}
 		for _, tc := range []struct {
 			name, target string
-			opts         []core.RouteOption
+			opts         []core.PolicyOption
 		}{
-			{"ResponseDirective", "/r?own", []core.RouteOption{}},
-			{"RouteDefault", "/r", []core.RouteOption{core.StaleWhileRevalidate(time.Minute)}},
+			{"ResponseDirective", "/r?own", []core.PolicyOption{}},
+			{"RouteDefault", "/r", []core.PolicyOption{core.StaleWhileRevalidate(time.Minute)}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				o.calls.Store(0)
 				release = make(chan struct{})
-				h := d.New(newCache(t), Server{Global: tc.opts, Routes: get(o.ServeHTTP)})
+				h := d.New(newCache(t), Server{Global: tc.opts, Endpoints: get(o.ServeHTTP)})
 				do(t, h, "GET", tc.target)
 				time.Sleep(1100 * time.Millisecond) // let it go stale
 				refreshed := make(chan response, 1)
@@ -617,7 +617,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.Header().Set("Cache-Control", "max-age=1, must-revalidate")
 			fmt.Fprintf(w, "version %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.StaleWhileRevalidate(time.Minute)}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{core.StaleWhileRevalidate(time.Minute)}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		time.Sleep(1100 * time.Millisecond)
 		if got := do(t, h, "GET", "/r"); got.body != "version 2" {
@@ -628,14 +628,14 @@ func TestHTTP(t *testing.T, d Driver) {
 	t.Run("StaleIfError", func(t *testing.T) {
 		for _, tc := range []struct {
 			name, target string
-			opts         []core.RouteOption
+			opts         []core.PolicyOption
 			stale        bool // the failed refill's requests get the stale entry
 		}{
-			{"ResponseDirective", "/r?sie", []core.RouteOption{}, true},
-			{"RouteDefault", "/r", []core.RouteOption{core.StaleIfError(time.Minute)}, true},
-			{"NotAllowed", "/r", []core.RouteOption{}, false},
-			{"MustRevalidate", "/r?must", []core.RouteOption{core.StaleIfError(time.Minute)}, false},
-			{"WindowPassed", "/r?sie=0", []core.RouteOption{core.StaleIfError(time.Minute)}, false},
+			{"ResponseDirective", "/r?sie", []core.PolicyOption{}, true},
+			{"RouteDefault", "/r", []core.PolicyOption{core.StaleIfError(time.Minute)}, true},
+			{"NotAllowed", "/r", []core.PolicyOption{}, false},
+			{"MustRevalidate", "/r?must", []core.PolicyOption{core.StaleIfError(time.Minute)}, false},
+			{"WindowPassed", "/r?sie=0", []core.PolicyOption{core.StaleIfError(time.Minute)}, false},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				var failing atomic.Bool
@@ -660,7 +660,7 @@ func TestHTTP(t *testing.T, d Driver) {
 					fmt.Fprintf(w, "version %d", n)
 				}}
 				c := newCache(t)
-				h := d.New(c, Server{Global: tc.opts, Routes: get(o.ServeHTTP)})
+				h := d.New(c, Server{Global: tc.opts, Endpoints: get(o.ServeHTTP)})
 				do(t, h, "GET", tc.target)
 				time.Sleep(1100 * time.Millisecond) // let it go stale
 				failing.Store(true)
@@ -717,7 +717,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.Header().Set("Age", "30")
 			fmt.Fprintf(w, "call %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		got := do(t, h, "GET", "/r")
 		if age := got.header.Get("Age"); age != "30" && age != "31" {
@@ -727,7 +727,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("CacheStatus", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		for _, want := range []string{"flightcache; fwd=uri-miss; fwd-status=200; stored", "flightcache; hit; ttl="} {
 			if got := do(t, h, "GET", "/r").header.Get("Cache-Status"); !strings.HasPrefix(got, want) {
 				t.Errorf("Cache-Status = %q, want %q...", got, want)
@@ -743,7 +743,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("RequestNoCacheCannotForceOriginCalls", func(t *testing.T) {
 		o := &origin{}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		var wg sync.WaitGroup
 		for range 100 {
@@ -759,8 +759,8 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("PerRouteMiddleware", func(t *testing.T) {
 		cached, plain := &origin{}, &origin{}
-		h := d.New(newCache(t), Server{Routes: []Route{
-			{Path: "/cached", Handler: cached.ServeHTTP, Cache: []core.RouteOption{core.TTL(time.Hour)}},
+		h := d.New(newCache(t), Server{Endpoints: []Endpoint{
+			{Path: "/cached", Handler: cached.ServeHTTP, Cache: []core.PolicyOption{core.TTL(time.Hour)}},
 			{Path: "/plain", Handler: plain.ServeHTTP},
 		}})
 		do(t, h, "GET", "/cached")
@@ -777,11 +777,11 @@ func TestHTTP(t *testing.T, d Driver) {
 	t.Run("RouteTable", func(t *testing.T) {
 		product, admin := &origin{}, &origin{}
 		h := d.New(newCache(t), Server{
-			Global: []core.RouteOption{core.Routes(map[string][]core.RouteOption{
+			Global: []core.PolicyOption{core.PerRoute(map[string][]core.PolicyOption{
 				d.Pattern("/products/:id"):                           {core.TTL(time.Hour)},
 				strings.TrimSuffix(d.Pattern("/admin/"), "/") + "/*": {core.NoCache()},
 			})},
-			Routes: []Route{
+			Endpoints: []Endpoint{
 				{Path: "/products/:id", Handler: product.ServeHTTP},
 				{Path: "/admin/stats", Handler: admin.ServeHTTP},
 			},
@@ -803,7 +803,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.Header().Set("Cache-Control", "public, max-age=5, s-maxage=1")
 			fmt.Fprintf(w, "call %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{core.TTL(time.Hour)}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{core.TTL(time.Hour)}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		if got := do(t, h, "GET", "/r"); got.body != "call 1" {
 			t.Fatalf("within s-maxage got %q, want the cached call 1", got.body)
@@ -823,7 +823,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			http.SetCookie(w, &http.Cookie{Name: "session", Value: fmt.Sprint("user-", n)})
 			fmt.Fprintf(w, "for user %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		const n = 20
 		got := make([]response, n)
 		var wg sync.WaitGroup
@@ -855,7 +855,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("VaryStoresOneVariantPerHeaderValue", func(t *testing.T) {
 		o := language(&origin{})
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		en := do(t, h, "GET", "/r", "Accept-Language", "en")
 		de := do(t, h, "GET", "/r", "Accept-Language", "de")
 		none := do(t, h, "GET", "/r")
@@ -884,7 +884,7 @@ func TestHTTP(t *testing.T, d Driver) {
 
 	t.Run("VaryUnsafeMethodRetiresEveryVariant", func(t *testing.T) {
 		o := language(&origin{})
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r", "Accept-Language", "en")
 		do(t, h, "GET", "/r", "Accept-Language", "de")
 		do(t, h, "POST", "/r")
@@ -900,7 +900,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.Header().Set("Vary", "Accept, *")
 			fmt.Fprintf(w, "call %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r")
 		if got := do(t, h, "GET", "/r"); got.body != "call 2" {
 			t.Errorf("second request for a Vary: * response got %q, want call 2", got.body)
@@ -917,7 +917,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.Header().Set("Vary", name)
 			fmt.Fprintf(w, "%s=%s call=%d", name, r.Header.Get(name), n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		do(t, h, "GET", "/r", "Accept-Language", "en")
 		onEncoding.Store(true)
 		// A new variant now varies on a header the index does not name:
@@ -941,7 +941,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			w.Header().Set("Vary", "Accept-Language")
 			fmt.Fprintf(w, "lang=%s", r.Header.Get("Accept-Language"))
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		langs := []string{"en", "de", "fr"}
 		const n = 60
 		got := make([]response, n)
@@ -969,7 +969,7 @@ func TestHTTP(t *testing.T, d Driver) {
 			<-release
 			fmt.Fprintf(w, "call %d", n)
 		}}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: get(o.ServeHTTP)})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: get(o.ServeHTTP)})
 		const n = 50
 		bodies := make([]string, n)
 		var wg sync.WaitGroup
@@ -1028,7 +1028,7 @@ func testSecurity(t *testing.T, d Driver) {
 	}
 	for _, tc := range poison {
 		t.Run("Poisoning"+tc.name, func(t *testing.T) {
-			h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/r", Handler: reflector}}})
+			h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: []Endpoint{{Path: "/r", Handler: reflector}}})
 			// The attacker goes first, on a cold key.
 			req := httptest.NewRequest("GET", tc.target, strings.NewReader(tc.body))
 			if tc.body == "" {
@@ -1055,7 +1055,7 @@ func testSecurity(t *testing.T, d Driver) {
 			w.Header().Set("Cache-Control", "public, max-age=600") // a careless handler
 			fmt.Fprintf(w, "profile of %s", user)
 		}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/account/profile.css", Handler: personal}}})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: []Endpoint{{Path: "/account/profile.css", Handler: personal}}})
 		if got := do(t, h, "GET", "/account/profile.css", "Cookie", "session=alice"); got.body != "profile of alice" {
 			t.Fatalf("victim got %q", got.body)
 		}
@@ -1073,7 +1073,7 @@ func testSecurity(t *testing.T, d Driver) {
 			}
 			fmt.Fprint(w, "fine")
 		}
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/r", Handler: fragile}}})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: []Endpoint{{Path: "/r", Handler: fragile}}})
 		do(t, h, "GET", "/r", "X-Junk", strings.Repeat("x", 4096))
 		if got := do(t, h, "GET", "/r"); got.status != 200 || got.body != "fine" {
 			t.Errorf("after an attacker's oversized header, a clean request got %d %q, want 200 fine", got.status, got.body)
@@ -1081,7 +1081,7 @@ func testSecurity(t *testing.T, d Driver) {
 	})
 
 	t.Run("DebugHeadersHideKeysAndTokens", func(t *testing.T) {
-		h := d.New(newCache(t), Server{Global: []core.RouteOption{}, Routes: []Route{{Path: "/r", Handler: reflector}}})
+		h := d.New(newCache(t), Server{Global: []core.PolicyOption{}, Endpoints: []Endpoint{{Path: "/r", Handler: reflector}}})
 		for range 2 {
 			got := do(t, h, "GET", "/r?token=s3cr3t-t0ken")
 			for name, vs := range got.header {

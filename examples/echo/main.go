@@ -43,7 +43,7 @@ func main() {
 		// Health checks skip the cache altogether: no lookup, no header.
 		Skipper: func(ec echo.Context) bool { return ec.Path() == "/healthz" },
 		Cache:   c,
-		Options: []core.RouteOption{core.Routes(map[string][]core.RouteOption{
+		Options: []core.PolicyOption{core.PerRoute(map[string][]core.PolicyOption{
 			"/articles/:slug": {core.TTL(*ttl), core.IgnoreQuery("utm_source", "utm_medium")},
 			"/stats":          {core.NoCache()},
 		})},

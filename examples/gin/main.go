@@ -48,7 +48,7 @@ func main() {
 		var closeStore func()
 		c, closeStore = app.NewCache("gin "+*name, *redisAddr, core.WithNamespace(*namespace))
 		defer closeStore()
-		r.Use(ginmw.Cache(c, core.Routes(map[string][]core.RouteOption{
+		r.Use(ginmw.Cache(c, core.PerRoute(map[string][]core.PolicyOption{
 			"/products/:id": {core.TTL(*ttl), core.IgnoreQuery("utm_source", "utm_medium")},
 			"/stats":        {core.NoCache()},
 			"/admin/*":      {core.NoCache()},

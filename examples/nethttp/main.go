@@ -53,7 +53,7 @@ func main() {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(app.Stats(c, originCalls.Load()))
 	})
-	handler := nethttpmw.Middleware(c, core.Routes(map[string][]core.RouteOption{
+	handler := nethttpmw.Middleware(c, core.PerRoute(map[string][]core.PolicyOption{
 		"GET /products/{id}": {core.TTL(*ttl), core.KeyQuery("lang")},
 		"GET /admin/*":       {core.NoCache()},
 	}))(mux)

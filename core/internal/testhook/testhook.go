@@ -1,0 +1,37 @@
+// Package testhook lets this module's tests, and the suites in
+// core/cachetest, reach into a [core.Cache] without widening its API.
+package testhook
+
+import (
+	"sync"
+	"time"
+)
+
+// SetClock replaces the clock a *core.Cache reads freshness, ages and
+// stale windows from. Package core sets it in its init. Call it right
+// after core.New, before the cache serves anything.
+var SetClock func(cache any, now func() time.Time)
+
+// Clock is a fake clock for tests: it stands still until Advance moves it.
+// It is safe for concurrent use.
+type Clock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+// NewClock returns a clock that reads start until advanced.
+func NewClock(start time.Time) *Clock { return &Clock{now: start} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
