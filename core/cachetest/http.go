@@ -32,14 +32,14 @@ type Driver struct {
 
 // Server describes the routes of one suite case.
 type Server struct {
-	Global []core.PolicyOption // nil: no global middleware
+	Global    []core.PolicyOption // nil: no global middleware
 	Endpoints []Endpoint
 }
 
 // Endpoint is one route of a suite server.
 type Endpoint struct {
-	Path    string             // gin/echo style; ":name" segments are parameters
-	Handler http.HandlerFunc   // registered for GET, HEAD and POST
+	Path    string              // gin/echo style; ":name" segments are parameters
+	Handler http.HandlerFunc    // registered for GET, HEAD and POST
 	Cache   []core.PolicyOption // not nil: the adapter on this route alone
 }
 
