@@ -48,78 +48,20 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		c.mark(w.Header(), "BYPASS", "fwd="+fwd)
 		return next(w, r)
 	}
-	key := storeKey(c.cfg.namespace, ukey)
-	credentialed := p.credentialed(r)
-
+	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, credentialed: p.credentialed(r)}
 	if r.Method == http.MethodHead || headerValue(r.Header, "Range") != "" {
 		// HEAD is answered from a stored GET, but never fills one: a
 		// handler's HEAD response may lack the body a GET needs. A range
 		// request is answered from a stored full response, but never
 		// fills one either: its handler answers with part of it.
-		res, ok := c.lookup(r.Context(), key)
-		if ok && entry.IsVariants(res.value) {
-			var v entry.Variants
-			if v, ok = c.variants(r.Context(), key, res.value); ok {
-				res, ok = c.lookup(r.Context(), storeKey(c.cfg.namespace, variantKey(ukey, v, r)))
-			}
-		}
-		if ok {
-			resp, err := entry.DecodeResponse(res.value)
-			if err == nil && credentialed && !sharedWithCredentials(resp.Header) {
-				c.mark(w.Header(), "BYPASS", "fwd=request")
-				return next(w, r)
-			}
-			if err == nil {
-				c.stats.Hits.Add(1)
-				c.replay(w, r, resp, res)
-				return nil
-			}
-		}
-		c.mark(w.Header(), "BYPASS", "fwd=uri-miss")
-		return next(w, r)
+		return f.serveStored()
 	}
-
-	f := fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, credentialed: credentialed, limit: rt.keyLimiter(pattern, p)}
-	res, err := c.load(r.Context(), key, f.flight(key, nil))
-	if err == nil && !f.wrote && entry.IsVariants(res.value) {
-		// The URL's responses vary on request headers: key holds the
-		// index of its variants, and this request's is filled or served
-		// under a key of its own.
-		v, ok := c.variants(r.Context(), key, res.value)
-		switch {
-		case !ok:
-			c.mark(w.Header(), "BYPASS", "fwd=miss")
-			return next(w, r)
-		case f.own != nil && f.own.generation == v.Generation:
-			res = f.own.result // this request filled it, as the index's first variant
-		default:
-			vkey := storeKey(c.cfg.namespace, variantKey(ukey, v, r))
-			res, err = c.load(r.Context(), vkey, f.flight(vkey, &v))
-		}
-	}
-	switch {
-	case err != nil && r.Context().Err() != nil && errors.Is(err, r.Context().Err()):
-		return nil // the client is gone
-	case err != nil, f.wrote:
-		return err
-	}
-	resp, err := entry.DecodeResponse(res.value)
-	if err != nil {
-		c.report(r.Context(), "decode", key, err)
-		c.mark(w.Header(), "BYPASS", "fwd=miss")
-		return next(w, r)
-	}
-	if credentialed && res.shared && !sharedWithCredentials(resp.Header) {
-		// A stored response not meant for requests with credentials:
-		// this one goes to the handler.
-		c.mark(w.Header(), "BYPASS", "fwd=request")
-		return next(w, r)
-	}
-	c.replay(w, r, resp, res)
-	return nil
+	f.limit = rt.keyLimiter(pattern, p)
+	return f.serveFilled()
 }
 
-// fill runs one request's handler to fill the cache.
+// fill serves one cacheable request, filling the cache with its handler
+// when it leads a fill.
 type fill struct {
 	rt   *Middleware
 	p    *policy
@@ -131,26 +73,109 @@ type fill struct {
 	// leaves out: its response is stored only if it says it may be.
 	credentialed bool
 	limit        *keyLimiter // nil: no MaxKeys
-	// wrote is set when the response already went to w: streamed by this
-	// request's own fill, or served by next directly. The fill's write
-	// happens before load returns (singleflight's channel orders it).
-	wrote bool
-	// own is the first variant this request stored when its response
-	// turned out to vary, with the generation of the index it made.
-	own *ownVariant
 }
 
+// ownVariant is the note a fill that started a variant index hands back
+// to the request that led it: the first variant, stored under the index
+// of that generation.
 type ownVariant struct {
 	result     result
 	generation string
 }
 
-// flight returns the flight that fills key with f's request. index is the
+// serveStored answers from a stored response, or passes the request on.
+func (f *fill) serveStored() error {
+	c, ctx := f.rt.c, f.r.Context()
+	key := storeKey(c.cfg.namespace, f.ukey)
+	res, ok := c.cached(ctx, key)
+	if ok && entry.IsVariants(res.value) {
+		var v entry.Variants
+		if v, ok = c.variants(ctx, key, res.value); ok {
+			res, ok = c.cached(ctx, storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r)))
+		}
+	}
+	if ok {
+		resp, err := entry.DecodeResponse(res.value)
+		if err == nil && f.credentialed && !sharedWithCredentials(resp.Header) {
+			c.mark(f.w.Header(), "BYPASS", "fwd=request")
+			return f.next(f.w, f.r)
+		}
+		if err == nil {
+			c.stats.Hits.Add(1)
+			c.replay(f.w, f.r, resp, res)
+			return nil
+		}
+	}
+	c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
+	return f.next(f.w, f.r)
+}
+
+// serveFilled answers from the store or from a fill: this request's own,
+// another request's in this process, or another process's.
+func (f *fill) serveFilled() error {
+	c, ctx := f.rt.c, f.r.Context()
+	key := storeKey(c.cfg.namespace, f.ukey)
+	res, err := f.load(key, nil)
+	if err == nil && res.source != fromAlone && !res.delivered && entry.IsVariants(res.value) {
+		// The URL's responses vary on request headers: key holds the
+		// index of its variants, and this request's is filled or served
+		// under a key of its own.
+		v, ok := c.variants(ctx, key, res.value)
+		own, led := res.note.(ownVariant)
+		switch {
+		case !ok:
+			c.mark(f.w.Header(), "BYPASS", "fwd=miss")
+			return f.next(f.w, f.r)
+		case led && own.generation == v.Generation:
+			res = own.result // this request filled it, as the index's first variant
+		default:
+			res, err = f.load(storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r)), &v)
+		}
+	}
+	switch {
+	case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return nil // the client is gone
+	case err != nil:
+		return err
+	case res.delivered:
+		return nil // this request's own fill answered it
+	case res.source == fromAlone:
+		// Nothing this request may be served: its handler answers it.
+		c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
+		return f.next(f.w, f.r)
+	}
+	resp, err := entry.DecodeResponse(res.value)
+	if err != nil {
+		c.report(ctx, OpDecode, key, err)
+		c.mark(f.w.Header(), "BYPASS", "fwd=miss")
+		return f.next(f.w, f.r)
+	}
+	if f.credentialed && res.shared && !sharedWithCredentials(resp.Header) {
+		// A stored response not meant for requests with credentials:
+		// this one goes to the handler.
+		c.mark(f.w.Header(), "BYPASS", "fwd=request")
+		return f.next(f.w, f.r)
+	}
+	c.replay(f.w, f.r, resp, res)
+	return nil
+}
+
+// load fills or finds key with this request's handler. index is the
 // variant index key belongs to, nil when key is the URL's own key.
-func (f *fill) flight(key string, index *entry.Variants) flight {
-	return flight{
+func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
+	defer func() {
+		// The engine re-raises a handler's panic in every request of the
+		// fill, wrapped; net/http treats one value specially.
+		if v := recover(); v != nil {
+			if p, ok := v.(*panicError); ok && p.value == http.ErrAbortHandler {
+				panic(http.ErrAbortHandler)
+			}
+			panic(v)
+		}
+	}()
+	return f.rt.c.load(f.r.Context(), key, flight{
 		bound: true,
-		fetch: func(ctx context.Context, stale []byte) ([]byte, time.Duration, time.Duration, error) {
+		fetch: func(ctx context.Context, stale []byte) (outcome, error) {
 			return f.fetch(ctx, key, index, stale)
 		},
 		staleOK: func(stale result) bool {
@@ -160,23 +185,17 @@ func (f *fill) flight(key string, index *entry.Variants) flight {
 			resp, err := entry.DecodeResponse(stale.value)
 			return err == nil && f.rt.c.now().Sub(stale.storedAt.Add(stale.ttl)) < f.p.staleWindow(resp.Header)
 		},
-		alone: func(context.Context) (result, error) {
-			f.wrote = true
-			f.rt.c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
-			return result{}, f.next(f.w, f.r)
-		},
-	}
+	})
 }
 
 // fetch runs the handler into a recorder and returns the response to
 // store at key, with its freshness lifetime and how long to keep it after.
-func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, stale []byte) ([]byte, time.Duration, time.Duration, error) {
+func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, stale []byte) (outcome, error) {
 	c, p := f.rt.c, f.p
 	if f.limit != nil && !f.limit.admit(key, c.now()) {
 		// Over the route's key limit: this request alone, uncached.
-		f.wrote = true
 		c.mark(f.w.Header(), "BYPASS", "fwd=bypass; detail=key-limit")
-		return nil, noStoreUnmarked, 0, f.next(f.w, f.r)
+		return outcome{share: sharePersonal, delivered: true}, f.next(f.w, f.r)
 	}
 	// A stale stored response with the upstream's validators is
 	// revalidated: the fill asks conditionally, and a 304 freshens the
@@ -191,8 +210,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	rec.onStream = func() { context.AfterFunc(f.r.Context(), cancel) }
 	err := f.next(rec, fillRequest(ctx, f.r, old.Header, validated))
 	if rec.streamed {
-		f.wrote = true
-		return nil, NoStore, 0, err
+		return outcome{share: shareNone, delivered: true}, err
 	}
 	var resp entry.Response
 	if err == nil {
@@ -202,15 +220,15 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// The refill failed: the stale entry, if the engine finds it
 		// still within this window, goes to every request of the fill.
 		if window := f.staleIfErrorWindow(stale); window > 0 {
-			var value []byte
+			o := outcome{share: staleOnError, staleIfError: window}
 			if err == nil {
-				value = entry.EncodeResponse(resp)
+				o.value = entry.EncodeResponse(resp)
 			}
-			return value, staleOnError, window, err
+			return o, err
 		}
 	}
 	if err != nil {
-		return nil, 0, 0, err
+		return outcome{}, err
 	}
 	if resp.Status == http.StatusNotModified && validated {
 		resp = freshen(old, resp.Header)
@@ -220,10 +238,10 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// Personal to this request: neither stored nor shared, and no
 		// uncacheable marker either, which would let anyone sending
 		// Authorization turn caching off for the URL.
-		return entry.EncodeResponse(resp), noStoreUnmarked, 0, nil
+		return outcome{value: entry.EncodeResponse(resp), share: sharePersonal}, nil
 	}
 	if !ok {
-		return entry.EncodeResponse(resp), NoStore, 0, nil
+		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
 	keep := max(p.staleWindow(resp.Header), p.staleIfErrorWindow(resp.Header))
 	if hasValidators(resp.Header) {
@@ -233,7 +251,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	names := p.variedOn(resp.Header)
 	switch {
 	case len(names) == 0:
-		return entry.EncodeResponse(resp), ttl, keep, nil
+		return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep}, nil
 	case index == nil:
 		// The first response for the URL that varies: store it as the
 		// first variant of a new index, then the index under the URL's
@@ -241,16 +259,16 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// this variant too.
 		v := entry.Variants{Names: names, Generation: newGeneration()}
 		vkey := storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r))
-		f.own = &ownVariant{result: c.commit(ctx, vkey, entry.EncodeResponse(resp), ttl, keep), generation: v.Generation}
-		return entry.EncodeVariants(v), VariantIndexTTL, 0, nil
+		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep), generation: v.Generation}
+		return outcome{value: entry.EncodeVariants(v), ttl: VariantIndexTTL, note: own}, nil
 	case !subset(names, index.Names):
 		// The URL now varies on headers its index does not name: this
 		// response cannot be filed under it. Drop the index, so that the
 		// next request starts a new one, and serve this one uncached.
 		c.dropIndex(ctx, storeKey(c.cfg.namespace, f.ukey))
-		return entry.EncodeResponse(resp), NoStore, 0, nil
+		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
-	return entry.EncodeResponse(resp), ttl, keep, nil
+	return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep}, nil
 }
 
 // staleIfErrorWindow returns how long past its freshness the key's stale
@@ -434,12 +452,7 @@ func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, patter
 		if !ok {
 			continue
 		}
-		key = storeKey(c.cfg.namespace, key)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), c.cfg.storeTimeout)
-		if err := c.store.Delete(ctx, key); err != nil {
-			c.report(ctx, "invalidate", key, err)
-		}
-		cancel()
+		c.invalidate(r.Context(), storeKey(c.cfg.namespace, key))
 	}
 	return err
 }

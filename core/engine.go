@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -16,29 +15,17 @@ import (
 	"github.com/flightcache/flightcache/core/internal/testhook"
 )
 
-// NoStore, returned as the TTL by a fetch function, means the value is for
-// the caller whose fetch produced it alone: it is neither stored nor handed
-// to other callers waiting on the same fill, each of which runs its own
-// fetch instead. The key is then marked uncacheable for [PassTTL]: callers
-// in every process fetch for themselves at once, in parallel, instead of
-// queueing behind a lock for a value that will not be shared.
+// NoStore, returned as the TTL by the fetch function given to [Cache.Do],
+// means the value is for the caller whose fetch produced it alone: it is
+// neither stored nor handed to other callers waiting on the same fill,
+// each of which runs its own fetch instead. The key is then marked
+// uncacheable for [PassTTL]: callers in every process fetch for
+// themselves at once, in parallel, instead of queueing behind a lock for a
+// value that will not be shared.
 const NoStore time.Duration = -1
 
-// noStoreUnmarked, returned as the TTL by a fetch function, is [NoStore]
-// without the uncacheable marker: the value was personal to the request
-// that produced it (one carrying credentials, say), which says nothing
-// about the key's other requests.
-const noStoreUnmarked time.Duration = -2
-
-// staleOnError, returned as the TTL by a fetch function, says the fetch
-// failed: if the key's stale entry is within the window returned as keep,
-// serve that entry to every caller of the fill instead of the fetch's
-// outcome; otherwise the outcome stands, the value as [NoStore] and an
-// error as an error.
-const staleOnError time.Duration = -3
-
-// PassTTL is how long a key whose fetch returned [NoStore] stays marked
-// uncacheable.
+// PassTTL is how long a key whose fill produced a value that may not be
+// shared stays marked uncacheable.
 const PassTTL = 5 * time.Second
 
 // Cache fills values once across every process that shares its [Store].
@@ -90,7 +77,7 @@ func New(store Store, opts ...Option) *Cache {
 	}
 	if c.cfg.breakerFailures > 0 {
 		c.store = newBreakerStore(store, c.cfg.breakerFailures, c.cfg.breakerCooldown, func(err error) {
-			c.report(context.Background(), "breaker", "", err)
+			c.report(context.Background(), OpBreaker, "", err)
 		})
 	}
 	if c.cfg.localTierBytes > 0 {
@@ -119,18 +106,58 @@ func (c *Cache) Stats() *Stats { return &c.stats }
 // slice may be shared with other callers and must not be modified.
 func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
 	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), flight{
-		fetch: func(ctx context.Context, _ []byte) ([]byte, time.Duration, time.Duration, error) {
-			v, ttl, err := fetch(ctx)
-			return v, ttl, 0, err
-		},
-		alone: func(ctx context.Context) (result, error) {
-			c.stats.Fetches.Add(1)
-			value, _, err := fetch(ctx)
-			return result{value: value}, err
+		fetch: func(ctx context.Context, _ []byte) (outcome, error) {
+			value, ttl, err := fetch(ctx)
+			if ttl == NoStore {
+				return outcome{value: value, share: shareNone}, err
+			}
+			return outcome{value: value, ttl: ttl}, err
 		},
 	})
+	if err == nil && r.source == fromAlone {
+		c.stats.Fetches.Add(1)
+		r.value, _, err = fetch(ctx)
+	}
 	return r.value, err
 }
+
+// outcome is what one run of a fill's fetch produced, and who may have it.
+type outcome struct {
+	value []byte
+	ttl   time.Duration // freshness lifetime; 0: the cache's TTL
+	keep  time.Duration // how long to keep it stored past ttl (revalidation, stale windows)
+	share sharing
+	// staleIfError, with share staleOnError, is how far past its
+	// freshness the key's stale entry may still stand in for this fetch.
+	staleIfError time.Duration
+	// delivered says the fetch answered its own caller itself (an HTTP
+	// response streamed, or passed through to the client): value is nil,
+	// and only that caller's result says so.
+	delivered bool
+	// note is handed back to the caller that led the fill, never to the
+	// callers that joined it (the HTTP layer: the first variant it stored).
+	note any
+}
+
+// sharing says who may be served a fetch's value.
+type sharing uint8
+
+const (
+	// shareAll: stored, and served to every caller of the fill.
+	shareAll sharing = iota
+	// shareNone: for the fetching caller only, neither stored nor shared:
+	// the others fetch for themselves, and the key is marked uncacheable
+	// for PassTTL, because the value says the key cannot be shared.
+	shareNone
+	// sharePersonal: like shareNone, without the marker: the value was
+	// personal to the fetching caller and says nothing about the key.
+	sharePersonal
+	// staleOnError: the fetch failed. If the key's stale entry is within
+	// staleIfError past its freshness, every caller of the fill is served
+	// that entry instead; otherwise the outcome stands, an error as an
+	// error and a value as shareNone.
+	staleOnError
+)
 
 // source says how a caller got its result.
 type source uint8
@@ -140,33 +167,32 @@ const (
 	fromFill                    // this caller led the fill
 	fromCollapsed               // another caller's fill in this process
 	fromWaited                  // another process's fill, waited for
-	fromAlone                   // the caller fetched for itself, uncached
+	fromAlone                   // nothing to share: the caller fetches for itself, uncached
 	fromStale                   // a stale stored value, served while another caller refreshes it
 	fromLocal                   // found by this caller's lookup in the local tier
 )
 
-// result is one caller's answer.
+// result is one caller's answer. A result from fromAlone has no value: the
+// caller fetches for itself.
 type result struct {
 	value    []byte
 	storedAt time.Time     // when the value was committed; zero if it is not stored
 	ttl      time.Duration // freshness lifetime
 	shared   bool          // other callers may be served this value
-	pass     bool          // the key is marked uncacheable; value is nil
+	pass     bool          // the lookup found the key marked uncacheable
 	source   source
+	// delivered and note come from the outcome of the fill this caller led.
+	delivered bool
+	note      any
 }
 
-// fetchFunc is the engine's fetch: given the stale entry's value, if the
-// store still holds one past its freshness (to revalidate), it returns the
-// value, its freshness lifetime, and how long to keep it stored after that.
-type fetchFunc = func(ctx context.Context, stale []byte) (value []byte, ttl, keep time.Duration, err error)
+// fetchFunc runs one fill: given the key's stale entry, if the store still
+// holds one past its freshness (to revalidate), it returns the outcome.
+type fetchFunc = func(ctx context.Context, stale []byte) (outcome, error)
 
 // flight describes one caller's way to fill a key.
 type flight struct {
 	fetch fetchFunc
-	// alone serves a caller whose in-process leader got a value it may
-	// not share: the caller fetches for itself, on its own context, and
-	// stores nothing.
-	alone func(ctx context.Context) (result, error)
 	// bound means fetch borrows the leading caller's request (an HTTP
 	// handler chain and its framework context): once the fetch has
 	// started, that caller waits for it even after its context ends, and
@@ -178,8 +204,6 @@ type flight struct {
 	// wait: the others, and every caller while another process holds the
 	// key's lock, are served the stale value at once.
 	staleOK func(stale result) bool
-	// stale is the value to serve if the refresh finds the lock held.
-	stale *result
 }
 
 // errLeaderLeft ends a bound fill whose caller left before it started; its
@@ -193,12 +217,12 @@ const (
 	flightAbandoned
 )
 
-// load is the fill flow: lookup, then lead (singleflight), then lock,
+// load is the fill flow: lookup, then join (singleflight), then fill: lock,
 // recheck, fetch, commit and notify, or wait for another process's fill.
 func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) {
 	for {
 		if c.fillInFlight(key) {
-			r, err := c.join(ctx, key, f)
+			r, err := c.join(ctx, key, f, nil)
 			if err == errLeaderLeft {
 				continue
 			}
@@ -211,15 +235,13 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		}
 		c.stats.Misses.Add(1)
 		if r.pass {
-			r, err := f.alone(ctx)
-			r.source = fromAlone
-			return r, err
+			return result{source: fromAlone}, nil
 		}
 		var err error
 		if r.value != nil && f.staleOK != nil && f.staleOK(r) {
 			r, err = c.refresh(ctx, key, f, r)
 		} else {
-			r, err = c.join(ctx, key, f)
+			r, err = c.join(ctx, key, f, nil)
 		}
 		if err == errLeaderLeft {
 			continue
@@ -250,8 +272,7 @@ func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result)
 		return stale, nil
 	}
 	defer c.refreshing.Delete(key)
-	f.stale = &stale
-	r, err := c.join(ctx, key, f) // a panic in the fetch goes on up
+	r, err := c.join(ctx, key, f, &stale) // a panic in the fetch goes on up
 	if err == nil || err == errLeaderLeft || ctx.Err() != nil {
 		return r, err
 	}
@@ -259,8 +280,10 @@ func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result)
 	return stale, nil
 }
 
-// join joins (or leads) this process's fill of key.
-func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) {
+// join joins this process's fill of key, or leads it. stale, if not nil,
+// is the stale entry a refresh serves should another process hold the
+// key's lock.
+func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (result, error) {
 	// state is touched only by this caller's closure, which singleflight
 	// runs if this caller leads, so it tells the leader from the waiters.
 	var state atomic.Int32
@@ -270,7 +293,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 		}
 		c.filling.Store(key, struct{}{})
 		defer c.filling.Delete(key)
-		return c.lead(ctx, key, f.fetch, f.stale)
+		return c.fill(context.WithoutCancel(ctx), key, f.fetch, stale)
 	})
 	var res singleflight.Result
 	select {
@@ -283,10 +306,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 	}
 	var p *panicError
 	if errors.As(res.Err, &p) {
-		if p.value == http.ErrAbortHandler {
-			panic(p.value) // net/http treats this one value specially
-		}
-		panic(p)
+		panic(p) // in every caller; the HTTP layer unwraps what net/http needs
 	}
 	if res.Err != nil {
 		return result{}, res.Err
@@ -295,10 +315,9 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 	if state.Load() == flightRunning {
 		return r, nil // we led
 	}
+	r.delivered, r.note = false, nil // the leader's alone
 	if !r.shared {
-		r, err := f.alone(ctx)
-		r.source = fromAlone
-		return r, err
+		return result{source: fromAlone}, nil
 	}
 	if r.source == fromStale {
 		return r, nil // the fill failed and fell back on the stale entry
@@ -308,10 +327,9 @@ func (c *Cache) join(ctx context.Context, key string, f flight) (result, error) 
 	return r, nil
 }
 
-// lead runs one fill for this process, on a context detached from the
+// fill runs one fill for this process, on a context detached from the
 // caller's: waiting is bounded by the wait timeout, the fetch by its own.
-func (c *Cache) lead(ctx context.Context, key string, fetch fetchFunc, stale *result) (result, error) {
-	ctx = context.WithoutCancel(ctx)
+func (c *Cache) fill(ctx context.Context, key string, fetch fetchFunc, stale *result) (result, error) {
 	if c.cfg.noLock {
 		// Look again: a fill of this process that ended after our
 		// lookup, but before this one started, has already stored it.
@@ -368,7 +386,7 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 	woken, unsubscribe, err := c.store.Subscribe(sctx, key)
 	cancel()
 	if err != nil {
-		c.report(ctx, "subscribe", key, err)
+		c.report(ctx, OpSubscribe, key, err)
 		woken = nil // poll only
 	} else {
 		defer unsubscribe()
@@ -411,41 +429,45 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 // fetch calls the fetch function, keeping lock (if any) extended while it
 // runs, and commits the value. stale is the key's stale entry, if it has
 // one (its value nil otherwise): the fetch may revalidate it, or fall back
-// on it when it fails (staleOnError).
+// on it when it fails.
 func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock, stale result) (result, error) {
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.fetchTimeout)
 	defer cancel()
 	stop := c.keepLocked(ctx, key, lock)
-	value, ttl, keep, err := c.call(fctx, fetch, stale.value)
+	o, err := c.call(fctx, fetch, stale.value)
 	stop()
-	if ttl == staleOnError {
-		if stale.value != nil && !stale.pass && c.now().Sub(stale.storedAt.Add(stale.ttl)) < keep {
+	if o.share == staleOnError {
+		if stale.value != nil && !stale.pass && c.now().Sub(stale.storedAt.Add(stale.ttl)) < o.staleIfError {
 			if err != nil {
-				c.report(ctx, "fetch", key, err)
+				c.report(ctx, OpFetch, key, err)
 			}
 			c.stats.Stale.Add(1)
 			stale.shared, stale.source = true, fromStale
 			return stale, nil
 		}
-		ttl = NoStore
+		o.share = shareNone
 	}
 	if err != nil {
 		return result{}, err
 	}
-	if ttl < 0 {
-		if ttl != noStoreUnmarked {
-			c.markPass(ctx, key)
-		}
-		return result{value: value, source: fromFill}, nil
+	mine := result{value: o.value, source: fromFill, delivered: o.delivered, note: o.note}
+	switch o.share {
+	case shareNone:
+		c.markPass(ctx, key)
+		return mine, nil
+	case sharePersonal:
+		return mine, nil
 	}
-	if ttl == 0 {
-		ttl = c.cfg.policy.ttl
+	if o.ttl == 0 {
+		o.ttl = c.cfg.defaultTTL()
 	}
-	return c.commit(ctx, key, value, ttl, keep), nil
+	r := c.commit(ctx, key, o.value, o.ttl, o.keep)
+	r.note = o.note
+	return r, nil
 }
 
 // call runs fetch once, turning a panic into a *panicError for every caller.
-func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (value []byte, ttl, keep time.Duration, err error) {
+func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (o outcome, err error) {
 	c.stats.Fetches.Add(1)
 	defer func() {
 		if v := recover(); v != nil {
@@ -466,7 +488,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	defer cancel()
 	stored, won, err := c.store.SetNX(sctx, key, enc, ttl+keep)
 	if err != nil {
-		c.report(ctx, "commit", key, err)
+		c.report(ctx, OpCommit, key, err)
 		mine.storedAt = time.Time{}
 		return mine
 	}
@@ -480,14 +502,14 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 		c.stats.LostCommits.Add(1)
 		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
 	case err != nil:
-		c.report(ctx, "decode", key, err)
+		c.report(ctx, OpDecode, key, err)
 	}
 	// The key holds something we cannot read (corrupt or foreign), a
 	// stale entry kept for revalidation, or an uncacheable marker from an
 	// earlier response: replace it, unless someone changed it meanwhile.
 	ok, err := c.store.Replace(sctx, key, stored, enc, ttl+keep)
 	if err != nil {
-		c.report(ctx, "replace", key, err)
+		c.report(ctx, OpReplace, key, err)
 	}
 	if ok {
 		c.stats.Commits.Add(1)
@@ -503,6 +525,34 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	return mine
 }
 
+// commitSecondary stores value at key on behalf of a fill of another key
+// (the HTTP layer: a URL's first variant, stored by the fill of its
+// variant index), with commit's first-commit-wins rule.
+func (c *Cache) commitSecondary(ctx context.Context, key string, value []byte, ttl, keep time.Duration) result {
+	return c.commit(ctx, key, value, ttl, keep)
+}
+
+// cached returns key's entry if the store holds it fresh, without filling
+// it on a miss. It counts nothing: the caller counts what it serves.
+func (c *Cache) cached(ctx context.Context, key string) (result, bool) {
+	return c.lookup(ctx, key)
+}
+
+// invalidate deletes key's entry in the shared store, so that no process
+// serves it again. It runs on a context detached from ctx, bounded by the
+// store timeout, so that a client leaving cannot cut it short, and a
+// failure is both reported and returned.
+func (c *Cache) invalidate(ctx context.Context, key string) error {
+	ctx = context.WithoutCancel(ctx)
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	err := c.store.Delete(sctx, key)
+	if err != nil {
+		c.report(ctx, OpInvalidate, key, err)
+	}
+	return err
+}
+
 // markPass marks key uncacheable for PassTTL, unless it holds an entry.
 // A lost marker only costs later callers a wait on the lock, so it is not
 // retried.
@@ -511,7 +561,7 @@ func (c *Cache) markPass(ctx context.Context, key string) {
 	defer cancel()
 	now := time.UnixMilli(c.now().UnixMilli())
 	if _, _, err := c.store.SetNX(sctx, key, entry.EncodePass(now, PassTTL), PassTTL); err != nil {
-		c.report(ctx, "commit", key, err)
+		c.report(ctx, OpCommit, key, err)
 	}
 }
 
@@ -531,13 +581,13 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 	b, err := c.store.Get(withDeadline(ctx, time.Now().Add(c.cfg.storeTimeout)), key)
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
-			c.report(ctx, "get", key, err)
+			c.report(ctx, OpGet, key, err)
 		}
 		return result{}, false
 	}
 	e, err := entry.Decode(b)
 	if err != nil {
-		c.report(ctx, "decode", key, err)
+		c.report(ctx, OpDecode, key, err)
 		return result{}, false
 	}
 	if e.Kind == entry.KindPass {
@@ -554,7 +604,7 @@ func (c *Cache) lock(ctx context.Context, key string, lock Lock) error {
 	defer cancel()
 	err := lock.TryLock(sctx)
 	if err != nil && !errors.Is(err, ErrLockHeld) {
-		c.report(ctx, "lock", key, err)
+		c.report(ctx, OpLock, key, err)
 	}
 	return err
 }
@@ -563,7 +613,7 @@ func (c *Cache) unlock(ctx context.Context, key string, lock Lock) {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
 	if err := lock.Unlock(sctx); err != nil {
-		c.report(ctx, "unlock", key, err)
+		c.report(ctx, OpUnlock, key, err)
 	}
 }
 
@@ -571,7 +621,7 @@ func (c *Cache) notify(ctx context.Context, key string) {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
 	if err := c.store.Notify(sctx, key); err != nil {
-		c.report(ctx, "notify", key, err)
+		c.report(ctx, OpNotify, key, err)
 	}
 }
 
@@ -596,7 +646,7 @@ func (c *Cache) keepLocked(ctx context.Context, key string, lock Lock) (stop fun
 				err := lock.Extend(sctx)
 				cancel()
 				if err != nil {
-					c.report(ctx, "extend", key, err)
+					c.report(ctx, OpExtend, key, err)
 					return
 				}
 			}

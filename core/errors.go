@@ -24,6 +24,23 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// The operations an [Error] names.
+const (
+	OpGet        = "get"        // a lookup
+	OpDecode     = "decode"     // a stored entry that could not be read
+	OpCommit     = "commit"     // storing a filled value or an uncacheable marker
+	OpReplace    = "replace"    // replacing a stale, corrupt or foreign entry
+	OpLock       = "lock"       // taking a fill lock
+	OpExtend     = "extend"     // extending a held fill lock
+	OpUnlock     = "unlock"     // releasing a fill lock
+	OpSubscribe  = "subscribe"  // subscribing to a key's fill notifications
+	OpNotify     = "notify"     // waking another process's waiters
+	OpWatch      = "watch"      // starting the local tier's invalidation watch
+	OpInvalidate = "invalidate" // deleting or fencing a key after a write
+	OpBreaker    = "breaker"    // the circuit breaker opened or closed
+	OpFetch      = "fetch"      // an origin failure hidden by a stale entry
+)
+
 // panicError carries a fetch function's panic to every caller of the fill,
 // each of which re-panics with the original value.
 type panicError struct {

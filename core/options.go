@@ -203,3 +203,6 @@ func WithLocalTier(maxBytes int64) Option {
 	}
 	return optionFunc(func(c *config) { c.localTierBytes = maxBytes })
 }
+
+// defaultTTL is the freshness lifetime of a value whose fill set none.
+func (c *config) defaultTTL() time.Duration { return c.policy.ttl }

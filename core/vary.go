@@ -118,7 +118,7 @@ func newGeneration() string { return rand.Text()[:16] }
 func (c *Cache) variants(ctx context.Context, key string, value []byte) (entry.Variants, bool) {
 	v, err := entry.DecodeVariants(value)
 	if err != nil {
-		c.report(ctx, "decode", key, err)
+		c.report(ctx, OpDecode, key, err)
 		c.dropIndex(ctx, key)
 		return entry.Variants{}, false
 	}
@@ -126,10 +126,4 @@ func (c *Cache) variants(ctx context.Context, key string, value []byte) (entry.V
 }
 
 // dropIndex deletes the variant index at key, retiring its variants.
-func (c *Cache) dropIndex(ctx context.Context, key string) {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.storeTimeout)
-	defer cancel()
-	if err := c.store.Delete(sctx, key); err != nil {
-		c.report(ctx, "invalidate", key, err)
-	}
-}
+func (c *Cache) dropIndex(ctx context.Context, key string) { c.invalidate(ctx, key) }
