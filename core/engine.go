@@ -40,8 +40,9 @@ type Cache struct {
 	// process is refreshing while the others are served the stale value.
 	refreshing sync.Map
 	// filling holds the keys this process is filling: callers for them
-	// join the fill without looking the key up first, so a herd on a
-	// cold key costs the store one lookup per process, not one per caller.
+	// join the fill without looking the key up first: callers arriving
+	// once a fill runs cost the store nothing (those arriving together,
+	// before one leads, each still look up once).
 	filling sync.Map
 	local   *localTier // nil unless WithLocalTier
 	// now is the clock freshness, ages and stale windows are read from;
