@@ -68,8 +68,8 @@ func (s *breakerStore) Replace(ctx context.Context, key string, old, value []byt
 	return ok, err
 }
 
-func (s *breakerStore) Delete(ctx context.Context, key string) error {
-	return s.guard(func() error { return s.Store.Delete(ctx, key) })
+func (s *breakerStore) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
+	return s.guard(func() error { return s.Store.Invalidate(ctx, key, marker, ttl) })
 }
 
 func (s *breakerStore) Subscribe(ctx context.Context, key string) (ch <-chan struct{}, cancel func(), err error) {

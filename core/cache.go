@@ -192,6 +192,7 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 // store at key, with its freshness lifetime and how long to keep it after.
 func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, stale []byte) (outcome, error) {
 	c, p := f.rt.c, f.p
+	began := time.Now()
 	if f.limit != nil && !f.limit.admit(key, c.now()) {
 		// Over the route's key limit: this request alone, uncached.
 		c.mark(f.w.Header(), "BYPASS", "fwd=bypass; detail=key-limit")
@@ -259,7 +260,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// this variant too.
 		v := entry.Variants{Names: names, Generation: newGeneration()}
 		vkey := storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r))
-		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep), generation: v.Generation}
+		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep, began), generation: v.Generation}
 		return outcome{value: entry.EncodeVariants(v), ttl: VariantIndexTTL, note: own}, nil
 	case !subset(names, index.Names):
 		// The URL now varies on headers its index does not name: this
@@ -452,7 +453,7 @@ func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, patter
 		if !ok {
 			continue
 		}
-		c.invalidate(r.Context(), storeKey(c.cfg.namespace, key))
+		c.invalidate(r.Context(), storeKey(c.cfg.namespace, key), false)
 	}
 	return err
 }

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -64,6 +65,9 @@ type Stats struct {
 	LostCommits atomic.Int64 // commits that found another process's value in place
 	Errors      atomic.Int64 // store, lock and decode errors absorbed (failing open), origin errors hidden by a stale value
 	Stale       atomic.Int64 // stale values served while another caller refreshed them, or because a refill failed
+	// FencedCommits counts fills whose commit an invalidation since their
+	// lookup refused: their value went to their leader only.
+	FencedCommits atomic.Int64
 }
 
 // New returns a Cache that fills through store. It does no I/O and panics
@@ -182,6 +186,17 @@ type result struct {
 	shared   bool          // other callers may be served this value
 	pass     bool          // the lookup found the key marked uncacheable
 	source   source
+	// seen is what the lookup read at the key (nil: nothing), lookedAt
+	// when it began, invalidated whether it was a tombstone or a purged
+	// value. A fill's commit is fenced on seen: it only succeeds if the
+	// key still holds it (see commit).
+	seen        []byte
+	lookedAt    time.Time
+	invalidated bool
+	// fenced says the fill's commit was refused because the key was
+	// invalidated after its lookup: only the caller that led it may be
+	// served its value.
+	fenced bool
 	// delivered and note come from the outcome of the fill this caller led.
 	delivered bool
 	note      any
@@ -211,6 +226,11 @@ type flight struct {
 // waiters retry.
 var errLeaderLeft = errors.New("flightcache: leader left before its fill started")
 
+// errFenced ends the wait of a caller that joined a fill whose commit an
+// invalidation refused: the caller may have arrived after the
+// invalidation, so it looks the key up again.
+var errFenced = errors.New("flightcache: fill fenced off by an invalidation")
+
 // Fill states of a bound flight, for the leader's hand-over.
 const (
 	flightPending int32 = iota
@@ -224,7 +244,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 	for {
 		if c.fillInFlight(key) {
 			r, err := c.join(ctx, key, f, nil)
-			if err == errLeaderLeft {
+			if err == errLeaderLeft || err == errFenced {
 				continue
 			}
 			return r, err
@@ -244,7 +264,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		} else {
 			r, err = c.join(ctx, key, f, nil)
 		}
-		if err == errLeaderLeft {
+		if err == errLeaderLeft || err == errFenced {
 			continue
 		}
 		return r, err
@@ -274,7 +294,7 @@ func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result)
 	}
 	defer c.refreshing.Delete(key)
 	r, err := c.join(ctx, key, f, &stale) // a panic in the fetch goes on up
-	if err == nil || err == errLeaderLeft || ctx.Err() != nil {
+	if err == nil || err == errLeaderLeft || err == errFenced || ctx.Err() != nil {
 		return r, err
 	}
 	c.stats.Stale.Add(1)
@@ -317,6 +337,9 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 		return r, nil // we led
 	}
 	r.delivered, r.note = false, nil // the leader's alone
+	if r.fenced {
+		return result{}, errFenced
+	}
 	if !r.shared {
 		return result{source: fromAlone}, nil
 	}
@@ -438,7 +461,9 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	o, err := c.call(fctx, fetch, stale.value)
 	stop()
 	if o.share == staleOnError {
-		if stale.value != nil && !stale.pass && c.now().Sub(stale.storedAt.Add(stale.ttl)) < o.staleIfError {
+		// The stale entry is checked to be in place still: an invalidation
+		// since the lookup must not be undone by serving it.
+		if stale.value != nil && !stale.pass && c.now().Sub(stale.storedAt.Add(stale.ttl)) < o.staleIfError && c.holds(ctx, key, stale.seen) {
 			if err != nil {
 				c.report(ctx, OpFetch, key, err)
 			}
@@ -462,7 +487,12 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	if o.ttl == 0 {
 		o.ttl = c.cfg.defaultTTL()
 	}
-	r := c.commit(ctx, key, o.value, o.ttl, o.keep)
+	r := c.commit(ctx, key, o.value, o.ttl, o.keep, stale)
+	// Callers arriving from now on look the key up instead of joining
+	// this fill: the commit is decided, and an invalidation that follows
+	// it must not be hidden from them by this fill's result.
+	c.flight.Forget(key)
+	c.filling.Delete(key)
 	r.note = o.note
 	return r, nil
 }
@@ -478,59 +508,99 @@ func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (o outc
 	return fetch(ctx, stale)
 }
 
-// commit stores value with SET NX. The first commit wins: on a lost race
-// it returns the stored value instead of ours, so that every process
-// serves the same bytes. A store failure leaves the value uncached.
-func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep time.Duration) result {
+// commit stores value at key unless an invalidation fenced the key off
+// since seen, the lookup the fill began with. It is conditional on the
+// key still holding what that lookup read: SET NX when it read nothing,
+// Replace of the bytes read otherwise. Invalidations write bytes no
+// lookup can have read before (a tombstone or a purged value, each with a
+// random nonce), so a fill that began before an invalidation cannot
+// commit after it; its result goes only to its leader, uncommitted.
+//
+// Between fills the first commit wins: on a lost race commit returns the
+// stored value instead of ours, so that every process serves the same
+// bytes. A store failure leaves the value uncached.
+func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep time.Duration, seen result) result {
 	now := time.UnixMilli(c.now().UnixMilli()) // the precision stored
 	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
+	uncommitted := func(fenced bool) result {
+		mine.storedAt, mine.fenced = time.Time{}, fenced
+		return mine
+	}
+	if began := seen.lookedAt; !began.IsZero() && time.Since(began) >= c.cfg.fillSpan() {
+		// Tombstones outlive fills that keep to the fetch timeout, not
+		// this one: an invalidation since its lookup may be gone.
+		return uncommitted(true)
+	}
 	enc := entry.Encode(now, ttl, value)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
-	stored, won, err := c.store.SetNX(sctx, key, enc, ttl+keep)
-	if err != nil {
-		c.report(ctx, OpCommit, key, err)
-		mine.storedAt = time.Time{}
-		return mine
+	if seen.seen == nil {
+		stored, won, err := c.store.SetNX(sctx, key, enc, ttl+keep)
+		if err != nil {
+			c.report(ctx, OpCommit, key, err)
+			return uncommitted(false)
+		}
+		if won {
+			c.stats.Commits.Add(1)
+			return mine
+		}
+		e, err := entry.Decode(stored)
+		switch {
+		case err == nil && e.Kind == entry.KindValue && c.fresh(e):
+			c.stats.LostCommits.Add(1)
+			return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
+		case err == nil && (e.Kind == entry.KindTombstone || e.Kind == entry.KindPurged):
+			c.stats.FencedCommits.Add(1)
+			return uncommitted(true) // invalidated since our lookup
+		case err != nil:
+			c.report(ctx, OpDecode, key, err)
+		}
+		// Another fill, since our lookup, left something we may replace:
+		// an entry we cannot read (corrupt or foreign), a stale entry, or
+		// an uncacheable marker.
+		seen.seen = stored
 	}
-	if won {
-		c.stats.Commits.Add(1)
-		return mine
-	}
-	e, err := entry.Decode(stored)
-	switch {
-	case err == nil && c.fresh(e) && e.Kind == entry.KindValue:
-		c.stats.LostCommits.Add(1)
-		return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
-	case err != nil:
-		c.report(ctx, OpDecode, key, err)
-	}
-	// The key holds something we cannot read (corrupt or foreign), a
-	// stale entry kept for revalidation, or an uncacheable marker from an
-	// earlier response: replace it, unless someone changed it meanwhile.
-	ok, err := c.store.Replace(sctx, key, stored, enc, ttl+keep)
+	ok, err := c.store.Replace(sctx, key, seen.seen, enc, ttl+keep)
 	if err != nil {
 		c.report(ctx, OpReplace, key, err)
+		return uncommitted(false)
 	}
 	if ok {
 		c.stats.Commits.Add(1)
 		return mine
 	}
-	// Another process replaced it first: serve its value, as SET NX would.
-	if r, ok := c.lookup(ctx, key); ok {
+	// The key changed since it was read: another fill committed first
+	// (serve its value, as SET NX would), or it was invalidated.
+	r, ok := c.lookup(ctx, key)
+	if ok {
 		c.stats.LostCommits.Add(1)
 		r.source = fromFill
 		return r
 	}
-	mine.storedAt = time.Time{}
-	return mine
+	if r.invalidated {
+		c.stats.FencedCommits.Add(1)
+	}
+	return uncommitted(r.invalidated)
+}
+
+// holds reports whether key still holds seen, the bytes a lookup read.
+func (c *Cache) holds(ctx context.Context, key string, seen []byte) bool {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	b, err := c.store.Get(sctx, key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		c.report(ctx, OpGet, key, err)
+	}
+	return err == nil && bytes.Equal(b, seen)
 }
 
 // commitSecondary stores value at key on behalf of a fill of another key
 // (the HTTP layer: a URL's first variant, stored by the fill of its
 // variant index), with commit's first-commit-wins rule.
-func (c *Cache) commitSecondary(ctx context.Context, key string, value []byte, ttl, keep time.Duration) result {
-	return c.commit(ctx, key, value, ttl, keep)
+// began is when the fill's own lookup began: the fence window runs from
+// there, and the key, new to the store, is committed with SET NX.
+func (c *Cache) commitSecondary(ctx context.Context, key string, value []byte, ttl, keep time.Duration, began time.Time) result {
+	return c.commit(ctx, key, value, ttl, keep, result{lookedAt: began})
 }
 
 // cached returns key's entry if the store holds it fresh, without filling
@@ -539,20 +609,50 @@ func (c *Cache) cached(ctx context.Context, key string) (result, bool) {
 	return c.lookup(ctx, key)
 }
 
-// invalidate deletes key's entry in the shared store, so that no process
-// serves it again. It runs on a context detached from ctx, bounded by the
-// store timeout, so that a client leaving cannot cut it short, and a
-// failure is both reported and returned.
-func (c *Cache) invalidate(ctx context.Context, key string) error {
+// invalidate fences key off in the shared store: it writes a tombstone
+// in place of the entry, so that no process serves the entry again and no
+// fill that began before commits (see commit). soft keeps a value entry
+// as a purged one instead, which the HTTP layer may still serve stale
+// while one refresh runs. It runs on a context detached from ctx, bounded
+// by the store timeout, so that a client leaving cannot cut it short, and
+// a failure is both reported and returned.
+func (c *Cache) invalidate(ctx context.Context, key string, soft bool) error {
 	ctx = context.WithoutCancel(ctx)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
-	err := c.store.Delete(sctx, key)
+	err := c.fence(sctx, key, soft)
 	if err != nil {
 		c.report(ctx, OpInvalidate, key, err)
 	}
 	return err
 }
+
+func (c *Cache) fence(ctx context.Context, key string, soft bool) error {
+	tombstoneTTL := 2 * c.cfg.fillSpan()
+	for attempt := 0; soft && attempt < 3; attempt++ {
+		b, err := c.store.Get(ctx, key)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		e, derr := entry.Decode(b)
+		if err != nil || derr != nil || (e.Kind != entry.KindValue && e.Kind != entry.KindPurged) {
+			break // nothing to keep stale: a tombstone will do
+		}
+		// Kept while it may still be served stale, and at least as long
+		// as a tombstone, for the fence.
+		ttl := max(tombstoneTTL, e.Expires().Sub(c.now())+softPurgeGrace)
+		if ok, err := c.store.Replace(ctx, key, b, entry.Purged(e), ttl); err != nil || ok {
+			return err
+		}
+		// Changed under us (a commit or another purge): read it again.
+	}
+	return c.store.Invalidate(ctx, key, entry.EncodeTombstone(c.now()), tombstoneTTL)
+}
+
+// softPurgeGrace is how long past its freshness a soft-purged entry stays
+// in the store to be served stale, within the route's
+// stale-while-revalidate window.
+const softPurgeGrace = time.Hour
 
 // markPass marks key uncacheable for PassTTL, unless it holds an entry.
 // A lost marker only costs later callers a wait on the lock, so it is not
@@ -572,6 +672,7 @@ func (c *Cache) fresh(e entry.Entry) bool { return c.now().Before(e.Expires()) }
 
 // lookup reads and decodes key's entry; anything but a readable, fresh
 // entry is a miss. For a stale one, the returned result holds its value.
+// Every result notes what was read, for the fill's fenced commit.
 func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 	if c.local != nil {
 		if r, ok := c.local.lookup(key); ok {
@@ -579,22 +680,35 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 			return r, true
 		}
 	}
-	b, err := c.store.Get(withDeadline(ctx, time.Now().Add(c.cfg.storeTimeout)), key)
+	start := time.Now()
+	b, err := c.store.Get(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
+	miss := result{lookedAt: start}
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
 			c.report(ctx, OpGet, key, err)
 		}
-		return result{}, false
+		return miss, false
 	}
+	miss.seen = b
 	e, err := entry.Decode(b)
 	if err != nil {
 		c.report(ctx, OpDecode, key, err)
-		return result{}, false
+		return miss, false
 	}
-	if e.Kind == entry.KindPass {
-		return result{pass: c.fresh(e)}, false
+	switch e.Kind {
+	case entry.KindPass:
+		miss.pass = c.fresh(e)
+		return miss, false
+	case entry.KindTombstone:
+		miss.invalidated = true
+		return miss, false
 	}
-	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true}
+	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start}
+	if e.Kind == entry.KindPurged {
+		// Stale from the purge on, whatever its lifetime said.
+		r.ttl, r.invalidated = min(r.ttl, max(0, c.now().Sub(r.storedAt))), true
+		return r, false
+	}
 	// A stale entry is a miss whose value the fill may revalidate.
 	return r, c.fresh(e)
 }

@@ -12,11 +12,11 @@ import (
 	"github.com/flightcache/flightcache/core"
 )
 
-// stallingDeletes is a store whose Delete hangs until its context ends,
-// as a Redis that stopped answering does.
-type stallingDeletes struct{ *core.MemoryStore }
+// stallingInvalidations is a store whose Invalidate hangs until its
+// context ends, as a Redis that stopped answering does.
+type stallingInvalidations struct{ *core.MemoryStore }
 
-func (s stallingDeletes) Delete(ctx context.Context, key string) error {
+func (s stallingInvalidations) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -29,7 +29,7 @@ func TestFailedInvalidationIsReported(t *testing.T) {
 	var got []*core.Error
 	store := core.NewMemoryStore(0)
 	t.Cleanup(func() { store.Close() })
-	c := core.New(stallingDeletes{store},
+	c := core.New(stallingInvalidations{store},
 		core.WithStoreTimeout(20*time.Millisecond),
 		core.WithObserver(func(err error) {
 			var ce *core.Error

@@ -20,13 +20,13 @@ import (
 // store given with that option does not implement it. [RedisStore] and
 // [MemoryStore] do; a wrapper around either must forward it.
 type InvalidationWatcher interface {
-	// WatchInvalidations calls invalidate(key) after [Store.Delete]
-	// deleted key, or [Store.Replace] replaced its value, in any process
+	// WatchInvalidations calls invalidate(key) after [Store.Invalidate]
+	// invalidated key, or [Store.Replace] replaced its value, in any process
 	// sharing the store, this one included. It calls reset when
 	// invalidations may have been missed — the store's connection broke
 	// and was restored, or the store was closed — so that everything
 	// learned before must be dropped. It returns once watching has begun:
-	// a Delete or Replace that completes afterwards is seen. stop ends the
+	// an Invalidate or Replace that completes afterwards is seen. stop ends the
 	// watch; callbacks may still arrive while it returns. The callbacks
 	// must be quick: they run on the store's delivery goroutine.
 	WatchInvalidations(ctx context.Context, invalidate func(key string), reset func()) (stop func(), err error)
@@ -37,7 +37,7 @@ type InvalidationWatcher interface {
 // given. The design, and why:
 //
 //   - Decorator, not engine code: the engine keeps talking to one Store, and
-//     every path that changes a shared entry (the HTTP layer's Delete, the
+//     every path that changes a shared entry (the engine's Invalidate, the
 //     engine's Replace of corrupt entries and of revalidated responses) goes
 //     through the decorator without knowing about it. The one engine hook
 //     is a fast path in lookup that reads a hit straight from the tier,
@@ -50,7 +50,7 @@ type InvalidationWatcher interface {
 //   - How long: until the entry's own freshness ends (stored-at plus
 //     lifetime, as recorded in the entry), as an otter per-entry expiry,
 //     and at most as many bytes as the option says (otter weigher).
-//   - Invalidation: the store broadcasts Delete and Replace to every process
+//   - Invalidation: the store broadcasts Invalidate and Replace to every process
 //     ([InvalidationWatcher]; the Redis store publishes on a per-key
 //     channel in the same transaction as the change, and the process's one
 //     pattern subscription delivers it). A value read before an
@@ -185,9 +185,9 @@ func (l *localTier) Replace(ctx context.Context, key string, old, value []byte, 
 	return ok, err
 }
 
-// Delete implements [Store], dropping this process's copy like Replace.
-func (l *localTier) Delete(ctx context.Context, key string) error {
-	err := l.Store.Delete(ctx, key)
+// Invalidate implements [Store], dropping this process's copy like Replace.
+func (l *localTier) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
+	err := l.Store.Invalidate(ctx, key, marker, ttl)
 	l.invalidate(key)
 	return err
 }

@@ -616,7 +616,7 @@ func TestLocalTierDropsValueInvalidatedWhileRead(t *testing.T) {
 	// deletes the entry and the invalidation arrives.
 	racy.afterGet = func(key string) {
 		racy.afterGet = nil
-		if err := shared.Delete(context.Background(), key); err != nil {
+		if err := shared.Invalidate(context.Background(), key, []byte("gone"), time.Minute); err != nil {
 			t.Error(err)
 		}
 	}

@@ -103,16 +103,16 @@ func (s *MemoryStore) Replace(_ context.Context, key string, old, value []byte, 
 	return replaced, nil
 }
 
-// Delete implements [Store].
-func (s *MemoryStore) Delete(_ context.Context, key string) error {
-	s.values.Invalidate(key)
+// Invalidate implements [Store].
+func (s *MemoryStore) Invalidate(_ context.Context, key string, marker []byte, ttl time.Duration) error {
+	s.values.Set(key, memValue{data: bytes.Clone(marker), ttl: ttl})
 	s.watchers.invalidate(key)
 	return nil
 }
 
 // WatchInvalidations implements [InvalidationWatcher]. Every cache that
 // shares the store is in this process, so invalidate is called from
-// Delete and Replace themselves, and reset never.
+// Invalidate and Replace themselves, and reset never.
 func (s *MemoryStore) WatchInvalidations(_ context.Context, invalidate func(key string), reset func()) (func(), error) {
 	return s.watchers.add(invalidate, reset), nil
 }

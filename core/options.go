@@ -206,3 +206,11 @@ func WithLocalTier(maxBytes int64) Option {
 
 // defaultTTL is the freshness lifetime of a value whose fill set none.
 func (c *config) defaultTTL() time.Duration { return c.policy.ttl }
+
+// fillSpan bounds a fill from its lookup to its commit: the lock and the
+// recheck, the fetch, and a poll's worth of lag. A commit later than that
+// is dropped (its fetch overran the fetch timeout), so that tombstones,
+// which live twice as long, fence off every commit that could still land.
+func (c *config) fillSpan() time.Duration {
+	return c.fetchTimeout + 4*c.storeTimeout + c.pollInterval
+}

@@ -19,7 +19,7 @@ import (
 
 // Redis names derived from a store key: the value lives at the key itself,
 // the fill lock at key+lockSuffix, fill notifications go to the channel
-// key+channelSuffix and invalidations (Delete, Replace) to the channel
+// key+channelSuffix and invalidations (Invalidate, Replace) to the channel
 // key+invalidatedSuffix. The key ends in a {hash tag}, so all four share
 // one Redis Cluster slot. Both channels are plain PUBLISH channels, which a
 // cluster forwards to every node, so the process's pattern subscription
@@ -152,20 +152,20 @@ func (s *RedisStore) Replace(ctx context.Context, key string, old, value []byte,
 	return false, err
 }
 
-// Delete implements [Store]. The DEL and the PUBLISH of the key's
-// invalidation run as one transaction, so that no process can miss the
-// invalidation of a deleted value while its subscription holds.
-func (s *RedisStore) Delete(ctx context.Context, key string) error {
-	var del *redis.IntCmd
+// Invalidate implements [Store] with SET key marker PX ttl. The SET and
+// the PUBLISH of the key's invalidation run as one transaction, so that no
+// process can miss the invalidation while its subscription holds.
+func (s *RedisStore) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
+	var set *redis.StatusCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		del = p.Del(ctx, key)
+		set = p.Set(ctx, key, marker, ttl)
 		p.Publish(ctx, key+invalidatedSuffix, "")
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	return del.Err()
+	return set.Err()
 }
 
 // NewLock implements [Store] with a redsync mutex that tries once and

@@ -29,8 +29,13 @@ type Store interface {
 	// an entry it cannot decode.
 	Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error)
 
-	// Delete removes key's value. Deleting a missing key is not an error.
-	Delete(ctx context.Context, key string) error
+	// Invalidate stores marker at key for ttl in place of whatever the key
+	// holds, present or not, and tells every process's
+	// [InvalidationWatcher] callbacks. The cache writes a tombstone or a
+	// purged entry, bytes no earlier read can have returned, so that a
+	// fill's commit conditional on what its lookup read (SetNX on a
+	// missing key, Replace on a present one) fails after it.
+	Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error
 
 	// NewLock returns an unlocked fill lock for key that expires after
 	// expiry unless extended. Each fill uses its own Lock.

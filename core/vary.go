@@ -126,4 +126,4 @@ func (c *Cache) variants(ctx context.Context, key string, value []byte) (entry.V
 }
 
 // dropIndex deletes the variant index at key, retiring its variants.
-func (c *Cache) dropIndex(ctx context.Context, key string) { c.invalidate(ctx, key) }
+func (c *Cache) dropIndex(ctx context.Context, key string) { c.invalidate(ctx, key, false) }

@@ -122,18 +122,38 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("Delete", func(t *testing.T) {
-		s := h.New(t)
+	t.Run("Invalidate", func(t *testing.T) {
+		a, b := h.New(t), h.New(t)
 		k := uniqueKey()
-		if err := s.Delete(ctx(t), k); err != nil {
-			t.Errorf("Delete(missing) error: %v", err)
+		if err := a.Invalidate(ctx(t), k, []byte("tomb1"), time.Minute); err != nil {
+			t.Errorf("Invalidate(missing) error: %v", err)
 		}
-		s.SetNX(ctx(t), k, []byte("v"), time.Minute)
-		if err := s.Delete(ctx(t), k); err != nil {
+		if v, err := b.Get(ctx(t), k); err != nil || string(v) != "tomb1" {
+			t.Errorf("Get after Invalidate(missing) = (%q, %v), want tomb1", v, err)
+		}
+		// The fence: a commit conditional on what was read before the
+		// invalidation fails after it, both SetNX and Replace.
+		if got, won, err := b.SetNX(ctx(t), k, []byte("late"), time.Minute); err != nil || won || string(got) != "tomb1" {
+			t.Errorf("SetNX after Invalidate = (%q, %v, %v), want (tomb1, false, nil)", got, won, err)
+		}
+		if err := a.Invalidate(ctx(t), k, []byte("tomb2"), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Get(ctx(t), k); !errors.Is(err, core.ErrNotFound) {
-			t.Errorf("Get after Delete error = %v, want ErrNotFound", err)
+		if ok, err := b.Replace(ctx(t), k, []byte("tomb1"), []byte("late"), time.Minute); err != nil || ok {
+			t.Errorf("Replace(tomb1) after a second Invalidate = (%v, %v), want (false, nil)", ok, err)
+		}
+		if ok, err := b.Replace(ctx(t), k, []byte("tomb2"), []byte("new"), time.Minute); err != nil || !ok {
+			t.Errorf("Replace(tomb2) = (%v, %v), want (true, nil)", ok, err)
+		}
+		if err := b.Invalidate(ctx(t), k, []byte("tomb3"), time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := a.Get(ctx(t), k); err != nil || string(v) != "tomb3" {
+			t.Errorf("Get after Invalidate(present) = (%q, %v), want tomb3", v, err)
+		}
+		h.Advance(1100 * time.Millisecond)
+		if _, err := a.Get(ctx(t), k); !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("Get after the marker's ttl error = %v, want ErrNotFound", err)
 		}
 	})
 

@@ -5,12 +5,19 @@
 //	offset size  field
 //	0      2     magic "FC"
 //	2      1     version (1)
-//	3      1     kind (0 = value, 1 = pass: not cacheable for now)
+//	3      1     kind (0 = value, 1 = pass: not cacheable for now,
+//	             2 = tombstone, 3 = purged value)
 //	4      8     stored at, Unix milliseconds
 //	12     8     freshness lifetime, milliseconds
 //	20     4     value length n
 //	24     4     CRC-32C of the value
 //	28     n     value
+//
+// A tombstone's value is a random nonce; a purged value's is a random
+// nonce followed by the value it was before the purge. The nonce makes
+// every invalidation write bytes no earlier read can have seen, so that a
+// fill's commit, conditional on the key holding what its lookup read, is
+// refused after any invalidation in between (see core's fencing).
 //
 // The stored time and lifetime let a reader compute Age and, later, serve
 // stale entries without a format break. Anything else at a key — another
@@ -19,6 +26,7 @@
 package entry
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,7 +41,16 @@ const Version = 1
 const (
 	KindValue = 0 // the entry holds a cached value
 	KindPass  = 1 // the key's value is not cacheable: fetch it uncached, without waiting
+	// KindTombstone marks a key invalidated: a miss, whose bytes fence
+	// off commits of fills that began before the invalidation.
+	KindTombstone = 2
+	// KindPurged is a value marked stale by a soft purge: served only as
+	// stale, and fenced like a tombstone.
+	KindPurged = 3
 )
+
+// nonceSize is the length of the random nonce of tombstones and purged values.
+const nonceSize = 16
 
 const headerSize = 28
 
@@ -53,6 +70,7 @@ type Entry struct {
 	StoredAt time.Time     // millisecond precision
 	TTL      time.Duration // freshness lifetime, millisecond precision
 	Value    []byte        // aliases the encoded bytes
+	Nonce    []byte        // tombstones and purged values only; aliases the encoded bytes
 }
 
 // Expires reports when the entry stops being fresh.
@@ -67,6 +85,22 @@ func Encode(storedAt time.Time, ttl time.Duration, value []byte) []byte {
 // EncodePass returns a pass marker: the key's value is not cacheable, for ttl.
 func EncodePass(storedAt time.Time, ttl time.Duration) []byte {
 	return encode(KindPass, storedAt, ttl, nil)
+}
+
+// EncodeTombstone returns a tombstone written at, with a fresh nonce.
+func EncodeTombstone(at time.Time) []byte {
+	var nonce [nonceSize]byte
+	rand.Read(nonce[:])
+	return encode(KindTombstone, at, 0, nonce[:])
+}
+
+// Purged returns e marked stale by a soft purge, with a fresh nonce. e
+// must be a value or an already purged value.
+func Purged(e Entry) []byte {
+	b := make([]byte, nonceSize+len(e.Value))
+	rand.Read(b[:nonceSize])
+	copy(b[nonceSize:], e.Value)
+	return encode(KindPurged, e.StoredAt, e.TTL, b)
 }
 
 func encode(kind byte, storedAt time.Time, ttl time.Duration, value []byte) []byte {
@@ -92,7 +126,7 @@ func Decode(b []byte) (Entry, error) {
 		return Entry{}, ErrTruncated
 	}
 	kind := b[3]
-	if kind != KindValue && kind != KindPass {
+	if kind > KindPurged {
 		return Entry{}, fmt.Errorf("%w: kind %d", ErrVersion, kind)
 	}
 	stored := int64(binary.BigEndian.Uint64(b[4:]))
@@ -108,10 +142,18 @@ func Decode(b []byte) (Entry, error) {
 	if crc32.Checksum(value, castagnoli) != binary.BigEndian.Uint32(b[24:]) {
 		return Entry{}, ErrChecksum
 	}
+	var nonce []byte
+	if kind == KindPurged || kind == KindTombstone {
+		if len(value) < nonceSize {
+			return Entry{}, ErrTruncated
+		}
+		nonce, value = value[:nonceSize:nonceSize], value[nonceSize:]
+	}
 	return Entry{
 		Kind:     kind,
 		StoredAt: time.UnixMilli(stored),
 		TTL:      time.Duration(ttl) * time.Millisecond,
 		Value:    value,
+		Nonce:    nonce,
 	}, nil
 }

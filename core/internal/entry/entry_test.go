@@ -52,10 +52,40 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// TestInvalidationsWriteNewBytes checks what fencing rests on: every
+// tombstone and every soft purge of the same entry is a different byte
+// string, and each decodes to its kind with the value kept.
+func TestInvalidationsWriteNewBytes(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_000)
+	value := Entry{Kind: KindValue, StoredAt: at, TTL: time.Minute, Value: []byte("v1")}
+	seen := map[string]bool{}
+	for range 100 {
+		for _, b := range [][]byte{EncodeTombstone(at), Purged(value)} {
+			if seen[string(b)] {
+				t.Fatalf("invalidation wrote %x twice", b)
+			}
+			seen[string(b)] = true
+		}
+	}
+	e, err := Decode(Purged(value))
+	if err != nil || e.Kind != KindPurged || string(e.Value) != "v1" || !e.StoredAt.Equal(at) || e.TTL != time.Minute {
+		t.Errorf("Decode(Purged(v1)) = %+v, %v; want a purged entry holding v1, stored at %v for 1m", e, err, at)
+	}
+	again, err := Decode(Purged(e))
+	if err != nil || again.Kind != KindPurged || string(again.Value) != "v1" {
+		t.Errorf("Decode(Purged(Purged(v1))) = %+v, %v; want a purged entry holding v1", again, err)
+	}
+	if e, err := Decode(EncodeTombstone(at)); err != nil || e.Kind != KindTombstone || len(e.Value) != 0 {
+		t.Errorf("Decode(EncodeTombstone()) = %+v, %v; want an empty tombstone", e, err)
+	}
+}
+
 func FuzzDecodeEntry(f *testing.F) {
 	f.Add(Encode(time.UnixMilli(42), time.Second, []byte("value")))
 	f.Add(Encode(time.Now(), time.Hour, nil))
 	f.Add(EncodePass(time.Now(), time.Second))
+	f.Add(EncodeTombstone(time.Now()))
+	f.Add(Purged(Entry{StoredAt: time.UnixMilli(42), TTL: time.Second, Value: []byte("value")}))
 	f.Add([]byte("FC"))
 	f.Add([]byte("FC\x01\x00truncated"))
 	f.Add([]byte("not ours at all"))
@@ -65,7 +95,7 @@ func FuzzDecodeEntry(f *testing.F) {
 			return
 		}
 		// Anything that decodes must re-encode to the same bytes.
-		if again := encode(e.Kind, e.StoredAt, e.TTL, e.Value); !bytes.Equal(again, b) {
+		if again := encode(e.Kind, e.StoredAt, e.TTL, append(bytes.Clone(e.Nonce), e.Value...)); !bytes.Equal(again, b) {
 			t.Fatalf("Encode(Decode(%x)) = %x", b, again)
 		}
 	})
