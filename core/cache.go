@@ -420,18 +420,35 @@ func unsafeMethod(method string) bool {
 }
 
 // serveUnsafe passes an unsafe request (POST, PUT, PATCH, DELETE or an
-// unknown method) through and, when the handler
-// answers 2xx or 3xx, deletes the stored entries for its URL and for the
-// same-host URLs in its Location and Content-Location headers, in the
-// shared store: every process stops serving them (RFC 9111, section 4.4).
+// unknown method) through and, when the handler answers 2xx or 3xx,
+// invalidates the stored entries for its URL and for the same-host URLs in
+// its Location and Content-Location headers, in the shared store: every
+// process stops serving them (RFC 9111, section 4.4).
+//
+// The invalidation runs when the handler writes its status, before that
+// status goes out: once a client has seen the 2xx, no request anywhere
+// is served what was stored before. A handler must therefore change the
+// resource before it writes its response, as handlers do.
 func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
-	c := rt.c
-	c.mark(w.Header(), "BYPASS", "fwd=method")
+	rt.c.mark(w.Header(), "BYPASS", "fwd=method")
 	sw := &statusWriter{ResponseWriter: w}
-	err := next(sw, r)
-	if sw.status < 200 || sw.status >= 400 {
-		return err
+	sw.beforeStatus = func(status int) {
+		if status >= 200 && status < 400 {
+			rt.invalidateTargets(r, pattern, sw.Header())
+		}
 	}
+	err := next(sw, r)
+	if sw.status == 0 && err == nil {
+		// Nothing written: net/http answers 200 once we return.
+		sw.setStatus(http.StatusOK)
+	}
+	return err
+}
+
+// invalidateTargets invalidates what an unsafe request to r's URL, whose
+// response has header h, made stale.
+func (rt *Middleware) invalidateTargets(r *http.Request, pattern string, h http.Header) {
+	c := rt.c
 	// The entries were stored under the GET route's policy: with method
 	// patterns ("POST /p/{id}") that is the "GET" pattern's.
 	p := rt.policyFor(pattern)
@@ -440,7 +457,7 @@ func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, patter
 	}
 	targets := []*url.URL{r.URL}
 	for _, name := range []string{"Location", "Content-Location"} {
-		if v := sw.Header().Get(name); v != "" {
+		if v := headerValue(h, name); v != "" {
 			if u, err := r.URL.Parse(v); err == nil && (u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
 				targets = append(targets, u)
 			}
@@ -449,37 +466,44 @@ func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, patter
 	for _, u := range targets {
 		target := *r
 		target.URL = u
-		key, ok := p.urlKey(&target)
-		if !ok {
-			continue
+		if key, ok := p.urlKey(&target); ok {
+			c.invalidate(r.Context(), storeKey(c.cfg.namespace, key), false)
 		}
-		c.invalidate(r.Context(), storeKey(c.cfg.namespace, key), false)
 	}
-	return err
 }
 
-// statusWriter notes the status a handler writes.
+// statusWriter notes the status a handler writes, and calls beforeStatus
+// with it before it passes it on.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status       int
+	beforeStatus func(status int)
+}
+
+func (w *statusWriter) setStatus(code int) {
+	if w.status == 0 {
+		w.status = code
+		w.beforeStatus(code)
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
+	if code >= 200 {
+		w.setStatus(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
+	w.setStatus(http.StatusOK)
 	return w.ResponseWriter.Write(b)
 }
 
 // Flush passes through; [http.ResponseController] finds the rest by Unwrap.
-func (w *statusWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
+func (w *statusWriter) Flush() {
+	w.setStatus(http.StatusOK)
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 

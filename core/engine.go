@@ -46,6 +46,9 @@ type Cache struct {
 	// before one leads, each still look up once).
 	filling sync.Map
 	local   *localTier // nil unless WithLocalTier
+	// unfenced turns fencing off (tests only, to show what it prevents):
+	// commits ignore what the fill's lookup read and replace tombstones.
+	unfenced bool
 	// now is the clock freshness, ages and stale windows are read from;
 	// time.Now except in tests (see internal/testhook). Timeouts stay on
 	// the real clock.
@@ -526,6 +529,9 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 		mine.storedAt, mine.fenced = time.Time{}, fenced
 		return mine
 	}
+	if c.unfenced {
+		seen = result{}
+	}
 	if began := seen.lookedAt; !began.IsZero() && time.Since(began) >= c.cfg.fillSpan() {
 		// Tombstones outlive fills that keep to the fetch timeout, not
 		// this one: an invalidation since its lookup may be gone.
@@ -549,7 +555,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 		case err == nil && e.Kind == entry.KindValue && c.fresh(e):
 			c.stats.LostCommits.Add(1)
 			return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
-		case err == nil && (e.Kind == entry.KindTombstone || e.Kind == entry.KindPurged):
+		case err == nil && (e.Kind == entry.KindTombstone || e.Kind == entry.KindPurged) && !c.unfenced:
 			c.stats.FencedCommits.Add(1)
 			return uncommitted(true) // invalidated since our lookup
 		case err != nil:
@@ -816,4 +822,5 @@ func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 
 func init() {
 	testhook.SetClock = func(cache any, now func() time.Time) { cache.(*Cache).now = now }
+	testhook.Unfence = func(cache any) { cache.(*Cache).unfenced = true }
 }

@@ -12,6 +12,12 @@ import (
 // after core.New, before the cache serves anything.
 var SetClock func(cache any, now func() time.Time)
 
+// Unfence turns a *core.Cache's fencing off: its commits ignore what its
+// fill's lookup read and replace tombstones, as a cache with a bare DEL
+// for invalidation would. Tests use it to show that they catch what the
+// fence prevents. Package core sets it in its init.
+var Unfence func(cache any)
+
 // Clock is a fake clock for tests: it stands still until Advance moves it.
 // It is safe for concurrent use.
 type Clock struct {
