@@ -49,6 +49,9 @@ type Cache struct {
 	// unfenced turns fencing off (tests only, to show what it prevents):
 	// commits ignore what the fill's lookup read and replace tombstones.
 	unfenced bool
+	// joined, if set, is called when a caller joins this process's fill
+	// in flight without a lookup (tests only, to order goroutines).
+	joined func(key string)
 	// now is the clock freshness, ages and stale windows are read from;
 	// time.Now except in tests (see internal/testhook). Timeouts stay on
 	// the real clock.
@@ -246,6 +249,9 @@ const (
 func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) {
 	for {
 		if c.fillInFlight(key) {
+			if c.joined != nil {
+				c.joined(key)
+			}
 			r, err := c.join(ctx, key, f, nil)
 			if err == errLeaderLeft || err == errFenced {
 				continue
@@ -823,4 +829,5 @@ func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 func init() {
 	testhook.SetClock = func(cache any, now func() time.Time) { cache.(*Cache).now = now }
 	testhook.Unfence = func(cache any) { cache.(*Cache).unfenced = true }
+	testhook.OnJoin = func(cache any, f func(key string)) { cache.(*Cache).joined = f }
 }

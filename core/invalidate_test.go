@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/core/internal/testhook"
 )
 
 // stallingInvalidations is a store whose Invalidate hangs until its
@@ -125,6 +126,13 @@ func TestPurgeFencesFillInFlight(t *testing.T) {
 							opts = append(opts, core.WithLocalTier(1<<20))
 						}
 						a, b := core.New(newStore(), opts...), core.New(newStore(), opts...)
+						joined := make(chan struct{}, 1)
+						testhook.OnJoin(a, func(string) {
+							select {
+							case joined <- struct{}{}:
+							default:
+							}
+						})
 						// A value both caches have read, so that the local
 						// tiers hold it when the purge comes.
 						for _, c := range []*core.Cache{a, b} {
@@ -146,6 +154,7 @@ func TestPurgeFencesFillInFlight(t *testing.T) {
 						// process (which may join the fill in flight) and in
 						// the purging one (which waits for it).
 						lateA, lateB := goDo(a, "k", o.fetch), goDo(b, "k", o.fetch)
+						<-joined // the late Do in A joined the fill in flight
 						close(o.release)
 						if got := <-leader; got != "v1" {
 							t.Errorf("leader, which asked before the purge, got %q, want v1", got)

@@ -18,6 +18,11 @@ var SetClock func(cache any, now func() time.Time)
 // fence prevents. Package core sets it in its init.
 var Unfence func(cache any)
 
+// OnJoin makes a *core.Cache call f when a caller joins the process's fill
+// of a key in flight without looking the key up: tests order goroutines
+// on it. Package core sets it in its init.
+var OnJoin func(cache any, f func(key string))
+
 // Clock is a fake clock for tests: it stands still until Advance moves it.
 // It is safe for concurrent use.
 type Clock struct {
