@@ -17,7 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core"
-	"github.com/flightcache/flightcache/core/cachetest"
+	"github.com/flightcache/flightcache/core/repotest"
 )
 
 // backend is one kind of shared store the engine suite runs against.
@@ -54,10 +54,10 @@ func openRealRedis(t *testing.T) (func() core.Store, func(time.Duration), redis.
 }
 
 // realRedisAddr returns the redis-server the test command started
-// (cachetest.RedisAddr): without one the test fails, unless -short.
+// (repotest.RedisAddr): without one the test fails, unless -short.
 func realRedisAddr(t testing.TB) string {
 	t.Helper()
-	return cachetest.RedisAddr(t)
+	return repotest.RedisAddr(t)
 }
 
 func openCluster(t *testing.T) (func() core.Store, func(time.Duration), redis.UniversalClient) {

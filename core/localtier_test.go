@@ -19,6 +19,7 @@ import (
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/core/cachetest"
 	"github.com/flightcache/flightcache/core/internal/entry"
+	"github.com/flightcache/flightcache/core/repotest"
 )
 
 // tierProc is one "process" of a local-tier test: a cache with its own
@@ -27,7 +28,7 @@ type tierProc struct {
 	c     *core.Cache
 	store core.Store            // the shared store, without the cache's layers
 	spy   *tierSpy              // what the cache sees as its store
-	cmds  *cachetest.CommandLog // nil for the memory store
+	cmds  *repotest.CommandLog  // nil for the memory store
 	rdb   redis.UniversalClient // nil for the memory store
 }
 
@@ -65,14 +66,14 @@ func openTierCluster(t *testing.T) func(opts ...core.Option) tierProc {
 }
 
 func newRedisTierProc(t *testing.T, rdb redis.UniversalClient, opts []core.Option) tierProc {
-	cmds := &cachetest.CommandLog{}
+	cmds := &repotest.CommandLog{}
 	rdb.AddHook(cmds)
 	s := core.NewRedisStore(rdb)
 	t.Cleanup(func() { s.Close() })
 	return newTierProc(s, cmds, rdb, opts)
 }
 
-func newTierProc(s core.Store, cmds *cachetest.CommandLog, rdb redis.UniversalClient, opts []core.Option) tierProc {
+func newTierProc(s core.Store, cmds *repotest.CommandLog, rdb redis.UniversalClient, opts []core.Option) tierProc {
 	spy := &tierSpy{Store: s}
 	return tierProc{c: core.New(spy, opts...), store: s, spy: spy, cmds: cmds, rdb: rdb}
 }

@@ -45,7 +45,7 @@ go test -run '^$' -bench '^BenchmarkLocalTierHit$' -benchmem \
 
 log "peer: chenyahui/gin-cache v1.10.0 against flightcache on one gin route"
 go test -run '^$' -bench '^BenchmarkPeerHit' -benchmem \
-	-benchtime "$benchtime" -count "$count" ./examples/bench/peer | tee "$out/peer.txt"
+	-benchtime "$benchtime" -count "$count" ./bench/peer | tee "$out/peer.txt"
 
 log "benchstat"
 {
@@ -65,17 +65,17 @@ log "stampede in one process: pub/sub wake-up against polling"
 go test -run '^$' -bench '^BenchmarkStampede$' -benchtime 30x -count 3 ./core | tee "$out/stampede-engine.txt"
 
 log "stampede at scale: P processes x N clients over HTTP, every strategy and the peer"
-go build -o "$workdir/peer" ./examples/bench/peer
+go build -o "$workdir/peer" ./bench/peer
 # 10 rounds per cell: one slow round on a busy 2-core machine moves a p99
 # pooled over 3 rounds by tens of milliseconds.
-go run ./examples/bench/stampede -redis "$FLIGHTCACHE_REDIS_ADDR" -rounds 10 \
+go run ./bench/stampede -redis "$FLIGHTCACHE_REDIS_ADDR" -rounds 10 \
 	-peer-binary "$workdir/peer" -peer-name gin-cache -out "$out/stampede.json" | tee "$out/stampede.txt"
 
 log "many keys: vegeta against the gin example, without and with flightcache"
-go run ./examples/bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/load.json" | tee "$out/load.txt"
+go run ./bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/load.json" | tee "$out/load.txt"
 
 log "charts"
 cat "$out/hit.txt" "$out/peer.txt" >"$workdir/all-bench.txt"
-go run ./examples/bench/chart -stampede "$out/stampede.json" -bench "$workdir/all-bench.txt" -out "$out" | tee "$out/hit-table.md"
+go run ./bench/chart -stampede "$out/stampede.json" -bench "$workdir/all-bench.txt" -out "$out" | tee "$out/hit-table.md"
 
 log "done: results in $out"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the whole flightcache test suite: formatting, vet, every module built
-# on its own (GOWORK=off), and go test -race over every module against a
-# private redis-server and a private 3-master Redis Cluster that this script
-# installs if needed, starts on loopback ports, and stops at the end.
+# Runs the whole flightcache test suite: formatting, vet, go mod tidy, and
+# go test -race in every module on its own (GOWORK=off, so each module is
+# proven to build and test without the workspace), against a private
+# redis-server and a private 3-master Redis Cluster that this script
+# installs if needed, starts on loopback ports, and stops at the end; then
+# the HTTP cache conformance suite, fuzz, benchmark and load smoke runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,63 +12,7 @@ log() { printf '\n== %s\n' "$*"; }
 
 . scripts/redis.sh
 
-# start_cluster_node starts one cluster master on the first free loopback
-# port P in 20000-29999 whose bus port, P+10000, is free too (redis-server
-# exits if it cannot bind both). The node counts as started once the server
-# answering on P reports our PID, not some other server's.
-start_cluster_node() {
-	local p pid
-	for _ in $(seq 1 20); do
-		p=$((20000 + RANDOM % 10000))
-		redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
-			--cluster-config-file "$workdir/nodes-$p.conf" --cluster-node-timeout 2000 \
-			--save "" --appendonly no --dir "$workdir" \
-			--logfile "$workdir/cluster-$p.log" >/dev/null 2>&1 &
-		pid=$!
-		cluster_pids+=("$pid")
-		for _ in $(seq 1 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			if [ "$(redis-cli -p "$p" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$pid" ]; then
-				cluster_ports+=("$p")
-				return 0
-			fi
-			sleep 0.1
-		done
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-		unset 'cluster_pids[-1]'
-	done
-	return 1
-}
-
-# Start a Redis Cluster of 3 masters for the tests that run on Cluster.
-for _ in 1 2 3; do
-	if ! start_cluster_node; then
-		echo "could not start a redis-server cluster node on a loopback port" >&2
-		exit 1
-	fi
-done
-if ! timeout 60 redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") \
-	--cluster-replicas 0 --cluster-yes >"$workdir/cluster-create.log" 2>&1; then
-	cat "$workdir/cluster-create.log" >&2
-	echo "redis-cli --cluster create failed" >&2
-	exit 1
-fi
-for p in "${cluster_ports[@]}"; do
-	state=""
-	for _ in $(seq 1 100); do
-		state=$(redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_state://p')
-		[ "$state" = ok ] && break
-		sleep 0.1
-	done
-	if [ "$state" != ok ]; then
-		echo "cluster node 127.0.0.1:$p is not ready (cluster_state:$state) after 10s" >&2
-		exit 1
-	fi
-done
-FLIGHTCACHE_REDIS_CLUSTER_ADDRS=$(printf '127.0.0.1:%s,' "${cluster_ports[@]}")
-export FLIGHTCACHE_REDIS_CLUSTER_ADDRS="${FLIGHTCACHE_REDIS_CLUSTER_ADDRS%,}"
-log "redis cluster of 3 masters on $FLIGHTCACHE_REDIS_CLUSTER_ADDRS (pids ${cluster_pids[*]})"
+start_cluster 3
 
 modules=$(go list -m -f '{{.Dir}}')
 
@@ -81,13 +27,29 @@ fi
 log "go vet (workspace)"
 go vet $(for m in $modules; do echo "$m/..."; done)
 
-log "each module on its own (GOWORK=off)"
+log "go vet in each module on its own (GOWORK=off)"
 for m in $modules; do
 	(cd "$m" && GOWORK=off go vet ./...)
 done
 
-log "go test -race"
-go test -race -count=1 -timeout 8m $(for m in $modules; do echo "$m/..."; done)
+log "go mod tidy -diff in each module (GOWORK=off)"
+untidy=""
+for m in $modules; do
+	if ! (cd "$m" && GOWORK=off go mod tidy -diff); then
+		untidy="$untidy ${m#"$PWD"/}"
+	fi
+done
+if [ -n "$untidy" ]; then
+	echo "go mod tidy would change go.mod or go.sum in:$untidy" >&2
+	exit 1
+fi
+
+# Each module's tests run without the workspace: a module that builds only
+# thanks to go.work fails here, as it would for a user.
+for m in $modules; do
+	log "go test -race ${m#"$PWD"/} (GOWORK=off)"
+	(cd "$m" && GOWORK=off go test -race -count=1 -timeout 8m ./...)
+done
 
 log "HTTP cache conformance (http-cache-tests 0.4.5 through examples/proxy on Redis)"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
@@ -104,11 +66,12 @@ log "fuzz smoke"
 for target in FuzzDecodeEntry FuzzDecodeResponse FuzzDecodeVariants; do
 	go test -run '^$' -fuzz "^$target$" -fuzztime 10s ./core/internal/entry
 done
+go test -run '^$' -fuzz '^FuzzKey$' -fuzztime 10s ./core
 
 log "benchmark smoke"
-go test -run '^$' -bench . -benchtime 1x ./core ./ginmw ./echomw ./nethttpmw ./examples/bench/peer
+go test -run '^$' -bench . -benchtime 1x ./core ./ginmw ./echomw ./nethttpmw ./bench/peer
 
 log "load smoke (vegeta on examples/gin, without and with flightcache)"
-go run ./examples/bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -smoke
+go run ./bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -smoke
 
 log "all tests passed"

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flightcache/flightcache/core/cachetest"
+	"github.com/flightcache/flightcache/core/repotest"
 )
 
 // serverArgsEnv turns the test binary into the example server, with the
@@ -103,10 +103,10 @@ func stampede(t *testing.T, client *http.Client, urls []string, path string) str
 }
 
 // redisAddr returns the redis-server the test command started
-// (cachetest.RedisAddr): without one the test fails, unless -short.
+// (repotest.RedisAddr): without one the test fails, unless -short.
 func redisAddr(t *testing.T) string {
 	t.Helper()
-	return cachetest.RedisAddr(t)
+	return repotest.RedisAddr(t)
 }
 
 // startFleet runs the example server as n OS processes, named p0, p1, …,

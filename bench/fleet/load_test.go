@@ -1,4 +1,4 @@
-package main
+package fleet
 
 import (
 	"encoding/json"
@@ -27,8 +27,9 @@ const (
 // rendered once fleet-wide and every request for it must get that one body.
 func TestFleetLoad(t *testing.T) {
 	addr := redisAddr(t)
+	bin := buildExample(t)
 	ns := fmt.Sprintf("load-%d-%d", os.Getpid(), time.Now().UnixNano())
-	urls := startFleet(t, loadProcesses, "-redis", addr, "-namespace", ns, "-delay", "100ms", "-ttl", loadTTL.String(),
+	urls := startFleet(t, bin, loadProcesses, "-redis", addr, "-namespace", ns, "-delay", "100ms", "-ttl", loadTTL.String(),
 		"-store-timeout", "2s") // generous: 8 servers under the race detector on 2 cores are slow
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: loadInFlight}}
 	defer client.CloseIdleConnections()

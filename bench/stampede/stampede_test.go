@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flightcache/flightcache/examples/bench/internal/report"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
 // TestSmoke runs the -smoke cell (2 server processes, 20 clients, every

@@ -3,8 +3,8 @@
 // flightcache on a real Redis, each at a fixed request rate and at the
 // highest rate a fixed number of workers reach:
 //
-//	go run ./examples/bench/load -redis 127.0.0.1:6379 -out load.json
-//	go run ./examples/bench/load -redis 127.0.0.1:6379 -smoke   # 2 s runs for CI
+//	go run ./bench/load -redis 127.0.0.1:6379 -out load.json
+//	go run ./bench/load -redis 127.0.0.1:6379 -smoke   # 2 s runs for CI
 //
 // Requests spread over -keys products, Zipf-distributed by default (a few
 // hot products, a long tail), so a cached run is part hits, part misses.
@@ -161,15 +161,16 @@ func run(ctx context.Context, cfg config) ([]result, error) {
 }
 
 // buildExample builds the gin example into dir and returns the binary. It
-// builds the example beside this program's source when that is on disk
-// (go run, go build without -trimpath), so that both come from one
-// checkout whatever the working directory; otherwise the one the working
-// directory's module or workspace provides.
+// builds the example of the checkout this program's source is in
+// (../../examples/gin) when that is on disk (go run, go build without
+// -trimpath), so that both come from one checkout whatever the working
+// directory; otherwise the one the working directory's module or workspace
+// provides.
 func buildExample(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "gin")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ginExample)
 	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		src := filepath.Join(filepath.Dir(file), "..", "..", "gin")
+		src := filepath.Join(filepath.Dir(file), "..", "..", "examples", "gin")
 		if _, err := os.Stat(filepath.Join(src, "main.go")); err == nil {
 			cmd.Dir = src
 		}

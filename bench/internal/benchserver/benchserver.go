@@ -1,5 +1,5 @@
 // Package benchserver is the contract between the stampede benchmark
-// (examples/bench/stampede) and the servers it runs, and the code every
+// (bench/stampede) and the servers it runs, and the code every
 // such server shares so that their origins are identical.
 //
 // The harness starts each server process as
@@ -28,13 +28,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log"
 	"net/http"
+	"os"
+	"os/signal"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flightcache/flightcache/core"
 )
 
 // BodySize is the length of every origin response body.
@@ -170,4 +176,37 @@ func CallOf(body []byte) (int64, bool) {
 func Healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write([]byte("ok\n"))
+}
+
+// CacheStats returns c's counters as a server answers them at [StatsPath].
+func CacheStats(c *core.Cache) map[string]int64 {
+	s := c.Stats()
+	return map[string]int64{
+		"hits": s.Hits.Load(), "misses": s.Misses.Load(), "fetches": s.Fetches.Load(),
+		"collapsed": s.Collapsed.Load(), "waited": s.Waited.Load(), "commits": s.Commits.Load(),
+		"lost_commits": s.LostCommits.Load(), "errors": s.Errors.Load(),
+	}
+}
+
+// Serve serves h on listen until SIGINT or SIGTERM, then waits (up to 10
+// seconds) for the requests in flight, slow fills included, before
+// returning, so that the caller closes its store only after them. who
+// names the server in what it prints.
+func Serve(who, listen string, h http.Handler) {
+	srv := &http.Server{Addr: listen, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	}()
+	fmt.Fprintf(os.Stderr, "%s: listening on http://%s%s1\n", who, listen, ItemPrefix)
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+	<-drained
 }

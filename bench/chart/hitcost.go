@@ -23,7 +23,7 @@ var hitBenchmarks = []hitBenchmark{
 	{"github.com/flightcache/flightcache/ginmw", "Hit", "gin"},
 	{"github.com/flightcache/flightcache/echomw", "Hit", "echo"},
 	{"github.com/flightcache/flightcache/nethttpmw", "Hit", "net/http"},
-	{"github.com/flightcache/flightcache/examples/bench/peer", "PeerHit", ""},
+	{"github.com/flightcache/flightcache/bench/peer", "PeerHit", ""},
 }
 
 // caseOrder is the display order of the known sub-benchmarks; others

@@ -12,14 +12,14 @@
 // requests are measured. Every cell runs -rounds herds, each on a cold key
 // of its own.
 //
-//	go run ./examples/bench/stampede -redis 127.0.0.1:6379 -out stampede.json
+//	go run ./bench/stampede -redis 127.0.0.1:6379 -out stampede.json
 //
 // Strategies: none (no cache), singleflight (in-process only, nothing
 // shared), polling (flightcache's lock without pub/sub wake-ups; waiters
 // poll every 250 ms), flightcache (the full thing), and peer, another
 // library's server given with -peer-binary. Every server follows the
-// contract of package examples/bench/internal/benchserver; the harness
-// builds examples/bench/server for its own strategies unless
+// contract of package bench/internal/benchserver; the harness
+// builds bench/server for its own strategies unless
 // -server-binary is given.
 //
 // -smoke runs P=2, N=20 with every strategy and exits non-zero unless
@@ -46,11 +46,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/flightcache/flightcache/examples/bench/internal/benchserver"
-	"github.com/flightcache/flightcache/examples/bench/internal/report"
+	"github.com/flightcache/flightcache/bench/internal/benchserver"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
-// ownStrategies are the strategies of examples/bench/server, in run order.
+// ownStrategies are the strategies of bench/server, in run order.
 var ownStrategies = []string{"none", "singleflight", "polling", "flightcache"}
 
 // options is what one run measures and how.
@@ -62,7 +62,7 @@ type options struct {
 	strategies   []string // own strategies and, if peerBinary is set, peerName
 	originDelay  time.Duration
 	timeout      time.Duration // per client request
-	serverBinary string        // "" builds examples/bench/server
+	serverBinary string        // "" builds bench/server
 	peerBinary   string
 	peerName     string
 	serverArgs   []string // extra arguments for the own strategies' servers
@@ -124,7 +124,7 @@ func parseFlags(args []string) (o options, smoke bool, out string, err error) {
 	strategies := fs.String("strategies", "", "strategies to run, comma-separated (default: all, peer only with -peer-binary)")
 	fs.DurationVar(&o.originDelay, "origin-delay", 200*time.Millisecond, "how long each origin call takes")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on each client request")
-	fs.StringVar(&o.serverBinary, "server-binary", "", "examples/bench/server binary (default: go build it into a temporary directory)")
+	fs.StringVar(&o.serverBinary, "server-binary", "", "bench/server binary (default: go build it into a temporary directory)")
 	fs.StringVar(&o.peerBinary, "peer-binary", "", "server binary of the peer strategy, following the benchserver contract (optional)")
 	fs.StringVar(&o.peerName, "peer-name", "peer", "name of the peer strategy in the output")
 	pollInterval := fs.Duration("poll-interval", 0, "polling and flightcache servers: waiters' poll interval (0: the library default, 250ms)")

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flightcache/flightcache/examples/bench/internal/report"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
 // testdata/bench.txt is go test -bench output as the hit benchmarks will

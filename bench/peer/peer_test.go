@@ -18,17 +18,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core"
-	"github.com/flightcache/flightcache/core/cachetest"
+	"github.com/flightcache/flightcache/core/repotest"
 	"github.com/flightcache/flightcache/ginmw"
 )
 
 func init() { gin.SetMode(gin.ReleaseMode) }
 
 // redisAddr returns the redis-server the test command started
-// (cachetest.RedisAddr): without one the test fails, unless -short.
+// (repotest.RedisAddr): without one the test fails, unless -short.
 func redisAddr(t testing.TB) string {
 	t.Helper()
-	return cachetest.RedisAddr(t)
+	return repotest.RedisAddr(t)
 }
 
 var runSeq atomic.Int64

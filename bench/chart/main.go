@@ -1,13 +1,13 @@
 // Command chart draws the charts of BENCHMARKS.md from benchmark results:
 //
-//	go run ./examples/bench/chart -stampede stampede.json -bench bench.txt -out docs/charts
+//	go run ./bench/chart -stampede stampede.json -bench bench.txt -out docs/charts
 //
-// From the stampede benchmark's JSON (examples/bench/stampede -out) it
+// From the stampede benchmark's JSON (bench/stampede -out) it
 // draws, at the largest P×N measured, the origin calls per strategy (log
 // scale) and the p99 extra wait per strategy. From go test -bench output
 // it draws the cost of a cache hit per adapter: the sub-benchmarks of
 // BenchmarkHit in ginmw, echomw and nethttpmw (bare, floor, cached,
-// cached-l1 and any others) and BenchmarkPeerHit in examples/bench/peer;
+// cached-l1 and any others) and BenchmarkPeerHit in bench/peer;
 // adapters and cases without results are left out. It also prints the
 // hit costs as a Markdown table, with each cached case's ratio to the
 // adapter's floor.
@@ -25,11 +25,11 @@ import (
 
 	"gonum.org/v1/plot"
 
-	"github.com/flightcache/flightcache/examples/bench/internal/report"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
 func main() {
-	stampede := flag.String("stampede", "", "stampede benchmark JSON (examples/bench/stampede -out)")
+	stampede := flag.String("stampede", "", "stampede benchmark JSON (bench/stampede -out)")
 	bench := flag.String("bench", "", "go test -bench output")
 	out := flag.String("out", ".", "directory to write the charts to")
 	format := flag.String("format", "svg", "chart format: svg or png")
@@ -113,7 +113,7 @@ func drawHitCost(path string, save func(*plot.Plot, string) error, table io.Writ
 		fmt.Fprintf(os.Stderr, "%s: skipped %d malformed benchmark lines\n", path, h.skipped)
 	}
 	if len(h.adapters) == 0 {
-		return errors.New(path + " has no BenchmarkHit results of ginmw, echomw or nethttpmw, nor BenchmarkPeerHit of examples/bench/peer")
+		return errors.New(path + " has no BenchmarkHit results of ginmw, echomw or nethttpmw, nor BenchmarkPeerHit of bench/peer")
 	}
 	writeHitTable(table, h)
 	p, err := hitCostChart(h)

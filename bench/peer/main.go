@@ -3,7 +3,7 @@
 // Redis store, behind the same contract as the flightcache servers the
 // stampede harness runs:
 //
-//	go run ./examples/bench/peer -listen 127.0.0.1:8091 -redis 127.0.0.1:6379 -run r1 -origin-delay 200ms
+//	go run ./bench/peer -listen 127.0.0.1:8091 -redis 127.0.0.1:6379 -run r1 -origin-delay 200ms
 //
 // GET /item/:id is cached for one minute under its request URI. Its origin
 // sleeps -origin-delay, counts itself with INCR flightcache-bench:{RUN}:calls
@@ -33,7 +33,7 @@ import (
 	"github.com/gin-gonic/gin"
 	redisv8 "github.com/go-redis/redis/v8"
 
-	"github.com/flightcache/flightcache/examples/internal/app"
+	"github.com/flightcache/flightcache/bench/internal/benchserver"
 )
 
 // bodySize is the size of every origin response, padding included.
@@ -69,7 +69,7 @@ func main() {
 	calls := callsKey(*runID)
 	count := func(ctx context.Context) (int64, error) { return rdb.Incr(ctx, calls).Result() }
 	r := newEngine(ginCache(persist.NewRedisStore(rdb), *runID), origin(*originDelay, count))
-	app.Serve("peer (gin-cache)", *listen, "/item/1", r)
+	benchserver.Serve("peer (gin-cache)", *listen, r)
 }
 
 // callsKey is the Redis counter of origin calls of the run runID, shared by

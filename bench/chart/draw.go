@@ -13,7 +13,7 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
-	"github.com/flightcache/flightcache/examples/bench/internal/report"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
 // Chart size: fits a README column.

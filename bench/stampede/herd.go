@@ -13,8 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/flightcache/flightcache/examples/bench/internal/benchserver"
-	"github.com/flightcache/flightcache/examples/bench/internal/report"
+	"github.com/flightcache/flightcache/bench/internal/benchserver"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
 // publicHost is the Host header of every request, as a load balancer in

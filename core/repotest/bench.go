@@ -1,14 +1,14 @@
-package cachetest
+package repotest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/core/cachetest"
 )
 
 // The hit benchmarks put one adapter's cache hit beside two baselines
@@ -40,7 +41,7 @@ const hitBodySize = 2 << 10
 
 // BenchmarkHit measures one cache hit at a time through d against the
 // redis-server at addr.
-func BenchmarkHit(b *testing.B, d Driver, addr string) {
+func BenchmarkHit(b *testing.B, d cachetest.Driver, addr string) {
 	for _, v := range hitVariants(b, d, addr, hitBodySize) {
 		b.Run("path="+v.name, func(b *testing.B) {
 			w := newDiscardWriter()
@@ -59,7 +60,7 @@ func BenchmarkHit(b *testing.B, d Driver, addr string) {
 
 // BenchmarkHitParallel measures hits from GOMAXPROCS goroutines at once:
 // the throughput of the same variants as [BenchmarkHit].
-func BenchmarkHitParallel(b *testing.B, d Driver, addr string) {
+func BenchmarkHitParallel(b *testing.B, d cachetest.Driver, addr string) {
 	for _, v := range hitVariants(b, d, addr, hitBodySize) {
 		b.Run("path="+v.name, func(b *testing.B) {
 			var served atomic.Int64
@@ -91,7 +92,7 @@ func BenchmarkHitParallel(b *testing.B, d Driver, addr string) {
 
 // BenchmarkHitBodySize measures cached hits of 128 B, 2 KiB and 64 KiB
 // bodies: the allocations per hit must not grow with the body.
-func BenchmarkHitBodySize(b *testing.B, d Driver, addr string) {
+func BenchmarkHitBodySize(b *testing.B, d cachetest.Driver, addr string) {
 	for _, size := range []int{128, 2 << 10, 64 << 10} {
 		vs := hitVariants(b, d, addr, size)
 		for _, v := range vs {
@@ -175,7 +176,7 @@ func (v hitVariant) checkCounts(b *testing.B, n int64) {
 // hitVariants builds the four servers of the hit benchmarks for a body of
 // size bytes, stores the route's response in the Redis at addr under a
 // namespace of its own, and warms every server.
-func hitVariants(b *testing.B, d Driver, addr string, size int) []hitVariant {
+func hitVariants(b *testing.B, d cachetest.Driver, addr string, size int) []hitVariant {
 	b.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
 	b.Cleanup(func() { rdb.Close() })
@@ -198,8 +199,8 @@ func hitVariants(b *testing.B, d Driver, addr string, size int) []hitVariant {
 		return core.New(s, append([]core.Option{core.WithNamespace(ns)}, opts...)...)
 	}
 	cached := func(c *core.Cache) http.Handler {
-		return d.New(c, Server{Global: []core.PolicyOption{core.TTL(time.Hour)},
-			Endpoints: []Endpoint{{Path: "/items/:id", Handler: origin}}})
+		return d.New(c, cachetest.Server{Global: []core.PolicyOption{core.TTL(time.Hour)},
+			Endpoints: []cachetest.Endpoint{{Path: "/items/:id", Handler: origin}}})
 	}
 	request := func() *http.Request { return httptest.NewRequest(http.MethodGet, "/items/42", nil) }
 
@@ -231,8 +232,8 @@ func hitVariants(b *testing.B, d Driver, addr string, size int) []hitVariant {
 
 	hit, l1 := newCache(), newCache(core.WithLocalTier(64<<20))
 	vs := []hitVariant{
-		{name: "bare", h: d.New(filler, Server{Endpoints: []Endpoint{{Path: "/items/:id", Handler: origin}}})},
-		{name: "floor", h: d.New(filler, Server{Endpoints: []Endpoint{{Path: "/items/:id", Handler: floor}}})},
+		{name: "bare", h: d.New(filler, cachetest.Server{Endpoints: []cachetest.Endpoint{{Path: "/items/:id", Handler: origin}}})},
+		{name: "floor", h: d.New(filler, cachetest.Server{Endpoints: []cachetest.Endpoint{{Path: "/items/:id", Handler: floor}}})},
 		{name: "cached", h: cached(hit), cache: hit},
 		{name: "cached-l1", h: cached(l1), cache: l1, local: true},
 	}
@@ -288,22 +289,23 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 // that a hit costs exactly one Redis command, a GET, whatever form the
 // request takes (GET, HEAD, a conditional request answered 304), and that
 // a hit from the local tier costs none.
-func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
+func TestHitRoundTrips(t *testing.T, d cachetest.Driver, addr string) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { rdb.Close() })
 	var counter CommandLog
 	rdb.AddHook(&counter)
 	modified := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
-	o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+	var calls atomic.Int64 // origin calls
+	origin := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Last-Modified", modified)
-		fmt.Fprintf(w, "call %d", n)
-	}}
+		fmt.Fprintf(w, "call %d", calls.Add(1))
+	}
 	newServer := func(opts ...core.Option) http.Handler {
 		s := core.NewRedisStore(rdb)
 		t.Cleanup(func() { s.Close() })
 		c := core.New(s, append([]core.Option{core.WithNamespace("roundtrips-" + uniqueID())}, opts...)...)
-		return d.New(c, Server{Global: []core.PolicyOption{core.TTL(time.Hour)},
-			Endpoints: []Endpoint{{Path: "/r", Handler: o.ServeHTTP}}})
+		return d.New(c, cachetest.Server{Global: []core.PolicyOption{core.TTL(time.Hour)},
+			Endpoints: []cachetest.Endpoint{{Path: "/r", Handler: origin}}})
 	}
 	for _, tc := range []struct {
 		name     string
@@ -315,11 +317,11 @@ func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newServer(tc.opts...)
-			miss := do(t, h, "GET", "/r")
-			do(t, h, "GET", "/r") // fills the local tier, if any
-			etag := miss.header.Get("ETag")
-			if etag == "" || miss.header.Get("Last-Modified") != modified {
-				t.Fatalf("the stored response has no ETag or lost its Last-Modified: %v", miss.header)
+			miss := roundTrip(h, "GET", "/r")
+			roundTrip(h, "GET", "/r") // fills the local tier, if any
+			etag := miss.Header().Get("ETag")
+			if etag == "" || miss.Header().Get("Last-Modified") != modified {
+				t.Fatalf("the stored response has no ETag or lost its Last-Modified: %v", miss.Header())
 			}
 			for _, req := range []struct {
 				method string
@@ -332,98 +334,38 @@ func TestHitRoundTrips(t *testing.T, d Driver, addr string) {
 				{"GET", []string{"If-Modified-Since", modified}, 304},
 			} {
 				counter.Reset()
-				got := do(t, h, req.method, "/r", req.header...)
-				if got.status != req.status || got.header.Get("X-Cache") != "HIT" {
-					t.Errorf("%s %v: %d X-Cache %q, want %d from a HIT", req.method, req.header, got.status, got.header.Get("X-Cache"), req.status)
+				got := roundTrip(h, req.method, "/r", req.header...)
+				if got.Code != req.status || got.Header().Get("X-Cache") != "HIT" {
+					t.Errorf("%s %v: %d X-Cache %q, want %d from a HIT", req.method, req.header, got.Code, got.Header().Get("X-Cache"), req.status)
 				}
 				if cmds := counter.Names(); !slices.Equal(cmds, tc.commands) {
 					t.Errorf("%s %v: Redis commands %q, want %q", req.method, req.header, cmds, tc.commands)
 				}
 			}
-			if n := o.calls.Load(); n != 1 {
+			if n := calls.Load(); n != 1 {
 				t.Errorf("origin ran %d times, want 1", n)
 			}
-			o.calls.Store(0)
+			calls.Store(0)
 		})
 	}
 }
 
-// CommandLog is a go-redis hook (redis.Hook) recording the names of the
-// commands a client sends, pipelined or not, for tests that count round
-// trips. It is safe for concurrent use; the zero value is ready.
-type CommandLog struct {
-	mu   sync.Mutex
-	cmds []string
-}
-
-func (l *CommandLog) record(cmds ...redis.Cmder) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, cmd := range cmds {
-		l.cmds = append(l.cmds, cmd.Name())
+// roundTrip serves one request through h, with header holding name, value
+// pairs, and returns what h answered.
+func roundTrip(h http.Handler, method, target string, header ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Add(header[i], header[i+1])
 	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
 }
 
-// Reset forgets the commands recorded so far.
-func (l *CommandLog) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.cmds = nil
-}
-
-// Names returns the commands recorded since the last Reset, lower case,
-// in the order sent.
-func (l *CommandLog) Names() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.cmds)
-}
-
-// Count returns how many of the recorded commands are named name, or
-// how many there are in all when name is "".
-func (l *CommandLog) Count(name string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if name == "" {
-		return len(l.cmds)
-	}
-	n := 0
-	for _, c := range l.cmds {
-		if c == name {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *CommandLog) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (l *CommandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		l.record(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (l *CommandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		l.record(cmds...)
-		return next(ctx, cmds)
-	}
-}
-
-// RedisAddr returns the address of the redis-server the test command
-// started (FLIGHTCACHE_REDIS_ADDR). Without one it fails tb: the README's
-// test command always starts one, and only go test -short may skip tests
-// and benchmarks that need real Redis.
-func RedisAddr(tb testing.TB) string {
-	tb.Helper()
-	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
-	if addr == "" {
-		if testing.Short() {
-			tb.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
-		}
-		tb.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run ./scripts/test.sh or ./scripts/bench.sh, which start redis-server, or use go test -short")
-	}
-	return addr
+// uniqueID returns 16 random hex digits: namespaces of one run's own on a
+// Redis that other tests share.
+func uniqueID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

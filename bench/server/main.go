@@ -1,5 +1,5 @@
 // Command server is one process of the stampede benchmark's fleet
-// (examples/bench/stampede): the benchmark origin behind one caching
+// (bench/stampede): the benchmark origin behind one caching
 // strategy, serving the contract of package benchserver.
 //
 //	server -listen 127.0.0.1:9000 -redis 127.0.0.1:6379 -run r1 -origin-delay 200ms -strategy flightcache
@@ -27,9 +27,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/flightcache/flightcache/bench/internal/benchserver"
 	"github.com/flightcache/flightcache/core"
-	"github.com/flightcache/flightcache/examples/bench/internal/benchserver"
-	"github.com/flightcache/flightcache/examples/internal/app"
 	"github.com/flightcache/flightcache/nethttpmw"
 )
 
@@ -71,8 +70,7 @@ func main() {
 		defer closeCache()
 		items = nethttpmw.Wrap(origin, c)
 		mux.HandleFunc("GET "+benchserver.StatsPath, func(w http.ResponseWriter, r *http.Request) {
-			stats := app.Stats(c, 0)
-			delete(stats, "origin_calls") // counted in Redis, by the origins
+			stats := benchserver.CacheStats(c) // origin calls are counted in Redis, by the origins
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(stats)
 		})
@@ -82,7 +80,7 @@ func main() {
 
 	mux.HandleFunc("GET /healthz", benchserver.Healthz)
 	mux.Handle("GET "+benchserver.ItemPrefix+"{id}", items)
-	app.Serve(who, cfg.Listen, "/item/1", mux)
+	benchserver.Serve(who, cfg.Listen, mux)
 }
 
 // collapse runs one origin call per path at a time in this process and
@@ -107,10 +105,12 @@ func collapse(origin *benchserver.Origin) http.Handler {
 // without wake-ups, waiters poll. It also returns a function that closes
 // the store and reports the errors the cache absorbed.
 func cached(who string, cfg benchserver.Config, poll bool, opts ...core.Option) (*core.Cache, func()) {
-	store, _, closeStore, err := app.Open(cfg.Redis)
-	if err != nil {
-		log.Fatal(err)
-	}
+	// A client of its own, apart from the origin's counting one, as a
+	// cache in front of an unrelated origin has.
+	rdb := benchserver.NewRedisClient(cfg.Redis)
+	rs := core.NewRedisStore(rdb)
+	closeStore := func() { rs.Close(); rdb.Close() }
+	var store core.Store = rs
 	if poll {
 		store = noWakeStore{store}
 	}

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/flightcache/flightcache/examples/bench/internal/benchserver"
+	"github.com/flightcache/flightcache/bench/internal/benchserver"
 )
 
 // Bounds on starting and stopping server processes.
@@ -27,7 +27,7 @@ const (
 
 // buildServer builds the strategy server into dir and returns its path.
 func buildServer(ctx context.Context, dir string) (string, error) {
-	const pkg = "github.com/flightcache/flightcache/examples/bench/server"
+	const pkg = "github.com/flightcache/flightcache/bench/server"
 	bin := filepath.Join(dir, "server")
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
