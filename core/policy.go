@@ -56,8 +56,12 @@ func NoCache() PolicyOption {
 }
 
 // Statuses sets which response status codes may be stored with the
-// route's [TTL]. The default is 200 only. Codes in [HeuristicStatuses] are
-// also stored when the response states its own freshness.
+// route's [TTL]. The default is 200 only. Whatever the list, a response
+// with one of the codes RFC 9110 lets a cache store by default (200, 203,
+// 204, 300, 301, 308, 404, 405, 410, 414 and 501) is also stored when it
+// states its own freshness (Cache-Control s-maxage or max-age, or
+// Expires); other codes, such as 206 or a 5xx, are stored only when
+// listed here.
 func Statuses(codes ...int) PolicyOption {
 	for _, c := range codes {
 		if c < 100 || c > 999 {
@@ -93,9 +97,27 @@ func IgnoreQuery(names ...string) PolicyOption {
 }
 
 // KeyHeaders makes the named request headers part of the cache key, so
-// responses that depend on them are stored per value. Naming Authorization
-// or Cookie also lets requests carrying them be cached, per credential;
-// without that they bypass the cache.
+// responses that depend on them are stored per value. Names are matched
+// case-insensitively. The default is none.
+//
+// Some request headers make a request bypass the cache unless the route
+// names them here: Cookie, whose responses are personal, and the headers
+// that can override the host, URL or method a handler sees, which an
+// attacker would send to have a response built from them stored for
+// everyone: Forwarded, X-Forwarded-Host, X-Host, X-Forwarded-Server,
+// X-Original-Url, X-Rewrite-Url, X-Http-Method-Override, X-Http-Method and
+// X-Method-Override. Naming one of them keys on it instead: the request is
+// cached, per value. Behind a proxy that sets Forwarded on every request,
+// key on it or strip it before the cache. Naming Authorization caches one
+// entry per credential; without it a request with Authorization is served
+// from, and fills, the cache only with responses that say they may be
+// shared (public, s-maxage or must-revalidate).
+//
+// X-Forwarded-Proto, X-Forwarded-Scheme, X-Forwarded-Port,
+// X-Forwarded-Prefix and X-Forwarded-Ssl are always part of the key, named
+// or not: a proxy in front sets them alike for every client, so its
+// requests still share entries, while a client that forges one only
+// reaches an entry of its own.
 func KeyHeaders(names ...string) PolicyOption {
 	canon := make([]string, len(names))
 	for i, n := range names {

@@ -9,11 +9,12 @@ import (
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
 
-// UnstoredHeaders are response header fields never stored with a response:
-// hop-by-hop fields (RFC 9110, section 7.6.1) and the fields the cache
-// sets itself when it replays one (Cache-Status and the cache header). An
-// Age header is kept: it is the age the response had when it was stored.
-var UnstoredHeaders = []string{
+// unstoredHeaders are response header fields never stored with a response:
+// hop-by-hop fields (RFC 9110, section 7.6.1) and Cache-Status, which the
+// cache sets itself when it replays one (response drops the cache header
+// too). An Age header is kept: it is the age the response had when it was
+// stored. Documented in doc.go.
+var unstoredHeaders = []string{
 	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Cache-Status",
 }
@@ -132,7 +133,7 @@ func (rec *recorder) response() entry.Response {
 	if status == 0 {
 		status, h = http.StatusOK, rec.header.Clone()
 	}
-	for _, k := range UnstoredHeaders {
+	for _, k := range unstoredHeaders {
 		delete(h, k)
 	}
 	delete(h, rec.cacheHeader)

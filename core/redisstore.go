@@ -304,14 +304,21 @@ func (l *redisLock) Unlock(ctx context.Context) error {
 	return lockLost(ok, err)
 }
 
-// lockLost tells a lock that expired or was taken over (errLockLost: the
-// store answered) from a store that did not answer.
+// lockLost tells a lock that expired or was taken over (ErrLockNotHeld:
+// the store answered) from a store that did not answer. With several lock
+// nodes, one node's answer that the lock is not this mutex's is enough:
+// the lock can no longer be trusted, whatever the other nodes said.
 func lockLost(ok bool, err error) error {
+	var taken *redsync.ErrTaken
+	var nodeTaken *redsync.ErrNodeTaken
 	switch {
 	case ok:
 		return nil
-	case err == nil, errors.Is(err, redsync.ErrLockAlreadyExpired), errors.Is(err, redsync.ErrExtendFailed):
-		return fmt.Errorf("%w: %v", errLockLost, err)
+	case err == nil:
+		return ErrLockNotHeld
+	case errors.As(err, &taken), errors.As(err, &nodeTaken),
+		errors.Is(err, redsync.ErrLockAlreadyExpired), errors.Is(err, redsync.ErrExtendFailed):
+		return fmt.Errorf("%w: %v", ErrLockNotHeld, err)
 	}
 	return err
 }

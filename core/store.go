@@ -54,9 +54,15 @@ type Lock interface {
 	// when another filler holds it, or another error when the store
 	// cannot be reached.
 	TryLock(ctx context.Context) error
-	// Extend pushes the lock's expiry out by its full length again.
+	// Extend pushes the lock's expiry out by its full length again. It
+	// returns an error wrapping [ErrLockNotHeld] when this Lock no longer
+	// holds the lock (it expired, or another filler took it over), or
+	// another error when the store cannot be reached.
 	Extend(ctx context.Context) error
-	// Unlock releases the lock if this Lock still holds it.
+	// Unlock releases the lock if this Lock still holds it. Like Extend,
+	// it returns an error wrapping [ErrLockNotHeld] when it does not, and
+	// then leaves the lock as it is: a former holder never releases
+	// another filler's lock.
 	Unlock(ctx context.Context) error
 }
 
@@ -65,3 +71,12 @@ var ErrNotFound = errors.New("flightcache: not found")
 
 // ErrLockHeld is returned by [Lock.TryLock] when another filler holds the lock.
 var ErrLockHeld = errors.New("flightcache: lock held by another filler")
+
+// ErrLockNotHeld is returned, possibly wrapped, by [Lock.Extend] and
+// [Lock.Unlock] when the Lock no longer holds its lock: it expired, or
+// another filler took it over. It is an answer from the store, not a
+// failure to reach it: the cache's circuit breaker ([WithBreaker]) counts
+// it as a success, so a Lock implementation outside this package must
+// return it (and test with errors.Is) for the breaker to stay closed
+// while locks merely expire.
+var ErrLockNotHeld = errors.New("flightcache: lock not held: expired or taken over")

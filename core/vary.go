@@ -37,7 +37,7 @@ func (p *policy) variedOn(h http.Header) []string {
 	for _, v := range h.Values("Vary") {
 		for name := range strings.SplitSeq(v, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if name == "" || name == "*" || slices.Contains(p.headerKeys, name) || slices.Contains(KeyedHeaders, name) {
+			if name == "" || name == "*" || slices.Contains(p.headerKeys, name) || slices.Contains(keyedHeaders, name) {
 				continue
 			}
 			names = append(names, name)
@@ -118,7 +118,7 @@ func newGeneration() string { return rand.Text()[:16] }
 func (c *Cache) variants(ctx context.Context, key string, value []byte) (entry.Variants, bool) {
 	v, err := entry.DecodeVariants(value)
 	if err != nil {
-		c.report(ctx, "decode", key, err)
+		c.report(ctx, OpDecode, key, err)
 		c.dropIndex(ctx, key)
 		return entry.Variants{}, false
 	}
@@ -130,6 +130,6 @@ func (c *Cache) dropIndex(ctx context.Context, key string) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.storeTimeout)
 	defer cancel()
 	if err := c.store.Delete(sctx, key); err != nil {
-		c.report(ctx, "invalidate", key, err)
+		c.report(ctx, OpInvalidate, key, err)
 	}
 }
