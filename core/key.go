@@ -95,7 +95,11 @@ func (p *policy) urlKey(r *http.Request) (string, bool) {
 			scheme = "https"
 		}
 		b = appendField(b, scheme)
-		b = appendField(b, strings.ToLower(r.Host))
+		if p.fixedHost {
+			b = appendField(b, p.host)
+		} else {
+			b = appendField(b, strings.ToLower(r.Host))
+		}
 		b = appendField(b, r.URL.EscapedPath())
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {

@@ -76,14 +76,21 @@ func positive(name string, d time.Duration) {
 	}
 }
 
-var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+// namespacePattern leaves out braces, so that the hash tag storeKey puts
+// after the namespace is the key's first one (Redis Cluster hashes the
+// first {…} only), and the glob characters of the store's pattern
+// subscriptions.
+var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 
 // WithNamespace sets the prefix of every key the cache writes, so that
-// several applications can share one Redis. It must be 1 to 64 characters
-// from [A-Za-z0-9_.-]. The default is "flightcache".
+// several applications can share one Redis: a value lives at
+// "<namespace>:{<hash of the key>}". It must be 1 to 64 characters from
+// [A-Za-z0-9_.:-], so "myapp:cache" is fine; braces are refused because
+// they would change the Redis Cluster hash slot. The default is
+// "flightcache".
 func WithNamespace(ns string) Option {
 	if !namespacePattern.MatchString(ns) {
-		panic(fmt.Sprintf("flightcache: WithNamespace(%q): want 1 to 64 characters from [A-Za-z0-9_.-]", ns))
+		panic(fmt.Sprintf("flightcache: WithNamespace(%q): want 1 to 64 characters from [A-Za-z0-9_.:-]", ns))
 	}
 	return optionFunc(func(c *config) { c.namespace = ns })
 }

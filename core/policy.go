@@ -19,6 +19,8 @@ type policy struct {
 	queryKeys          []string // nil: every parameter is part of the key
 	ignoreQuery        []string
 	headerKeys         []string // canonical request header names in the key
+	fixedHost          bool     // key on host instead of the request's Host
+	host               string   // lower case; "" with fixedHost: no host in the key
 	keyFunc            func(*http.Request) string
 	skip               func(*http.Request) bool
 	ignoreCacheControl bool
@@ -127,8 +129,28 @@ func KeyHeaders(names ...string) PolicyOption {
 	return policyOptionFunc(func(p *policy) { p.headerKeys = canon })
 }
 
+// KeyHost sets the host part of the cache key, which is otherwise the
+// request's Host header, lower-cased. With a host name, such as the site's
+// public one, instances reached under different names (a load balancer's,
+// their own addresses) share entries. With "", the host is left out of the
+// key: every host the route is served under shares one entry per path and
+// query. The scheme, path and query stay in the key ([KeyQuery] and
+// [IgnoreQuery] apply as usual); [KeyFunc], which replaces all of them,
+// makes KeyHost moot.
+//
+// Requests for other hosts are then served entries filled for this one,
+// so use it only when the handler's response does not depend on the Host
+// it was asked for (absolute links built from r.Host, say), or when the
+// server in front only passes the hosts the route answers to. The default
+// is the request's Host.
+func KeyHost(host string) PolicyOption {
+	host = strings.ToLower(host)
+	return policyOptionFunc(func(p *policy) { p.fixedHost, p.host = true, host })
+}
+
 // KeyFunc replaces the method, host, path and query part of the cache key
-// with f(r). Headers named by [KeyHeaders] are still added.
+// with f(r). Headers named by [KeyHeaders], and the forwarding headers
+// that are always keyed (see KeyHeaders), are still added.
 func KeyFunc(f func(r *http.Request) string) PolicyOption {
 	return policyOptionFunc(func(p *policy) { p.keyFunc = f })
 }
