@@ -131,8 +131,9 @@ func WithFetchTimeout(d time.Duration) Option {
 // For a Redis client it takes effect only with the go-redis option
 // ContextTimeoutEnabled set; otherwise the client's own read and write
 // timeouts apply. The lookup of a hit passes the bound as the context's
-// deadline without arming a timer (see deadlineCtx): a Store sees it in
-// ctx.Deadline, not as Done closing. The default is 250 milliseconds.
+// deadline without arming a timer, which would cost more than a cache hit:
+// a [Store] sees it in ctx.Deadline, while ctx.Done may never close. The
+// default is 250 milliseconds.
 func WithStoreTimeout(d time.Duration) Option {
 	positive("WithStoreTimeout", d)
 	return optionFunc(func(c *config) { c.storeTimeout = d })
@@ -155,7 +156,10 @@ func WithoutLock() Option {
 }
 
 // WithCacheHeader sets the name of the response header that says how the
-// cache served a request: HIT, MISS or BYPASS. The default is "X-Cache".
+// cache served a request: HIT (from the store, or from another request's
+// fill), MISS (this request filled it), STALE (a stale entry, served while
+// it is refreshed or because its refill failed) or BYPASS (not cached).
+// The default is "X-Cache".
 func WithCacheHeader(name string) Option {
 	if name == "" || http.CanonicalHeaderKey(name) == "" {
 		panic("flightcache: WithCacheHeader: empty name")
@@ -187,9 +191,9 @@ func WithoutBreaker() Option {
 // at most about maxBytes (keys, values and bookkeeping), and serves them
 // without a store round trip, even while the store's circuit breaker is
 // open. An entry stays in the local tier no longer than it stays fresh in
-// the shared store; pass markers and stale entries are always read from
-// the shared store, so revalidation and uncacheable keys work as without
-// it. When any process deletes an entry (an unsafe request's
+// the shared store; stale entries and the marks of keys made uncacheable
+// for a while ([PassTTL]) are always read from the shared store, so
+// revalidation and uncacheable keys work as without it. When any process deletes an entry (an unsafe request's
 // invalidation) or replaces it, every process's local tier drops it,
 // through the store's invalidation broadcasts ([InvalidationWatcher]:
 // Redis pub/sub for [RedisStore], on the process's one subscription

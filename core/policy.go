@@ -197,8 +197,9 @@ func StaleWhileRevalidate(d time.Duration) PolicyOption {
 // freshness when the request that refills it fails, when the response
 // does not say itself (its own Cache-Control stale-if-error=N always
 // counts, RFC 5861). A refill fails when the handler returns an error
-// (echo, the net/http adapter's error-returning handlers) or answers 500,
-// 502, 503 or 504; then that request and every request waiting on
+// (an echo handler's error, or the error of the next function given to
+// [Middleware.Serve]) or answers 500, 502, 503 or 504; then that request
+// and every request waiting on
 // the same fill get the stale response (X-Cache STALE), nothing is
 // stored, and the next request past the fill tries the origin again. A
 // panic is not served stale: it reaches every waiting request as before.

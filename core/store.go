@@ -26,7 +26,8 @@ type Store interface {
 
 	// Replace overwrites the value at key with value for ttl if key still
 	// holds old, and reports whether it did. The cache uses it to replace
-	// an entry it cannot decode.
+	// an entry it cannot decode, a stale entry, or the mark of a key made
+	// uncacheable for a while.
 	Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error)
 
 	// Delete removes key's value. Deleting a missing key is not an error.

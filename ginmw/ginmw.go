@@ -7,7 +7,8 @@
 // route pattern that [core.PerRoute] tables are keyed by is gin's
 // [gin.Context.FullPath], such as "/products/:id". All caching decisions
 // are made by package core; this package only runs the rest of gin's
-// handler chain into core's recorder.
+// handler chain into core's response recorder, and tells core
+// ([core.DoNotStore]) when the chain recorded gin errors.
 package ginmw
 
 import (
