@@ -32,12 +32,12 @@ func newBreakerStore(s Store, failures int, cooldown time.Duration, report func(
 		},
 		IsSuccessful: func(err error) bool {
 			// A miss, a held lock or a lost one are answers, not failures.
-			return err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrLockHeld) || errors.Is(err, errLockLost)
+			return err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrLockHeld) || errors.Is(err, ErrLockNotHeld)
 		},
 		// A caller that gave up says nothing about the store.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			report(&Error{Op: "breaker", Err: fmt.Errorf("circuit %s -> %s", from, to)})
+			report(&Error{Op: OpBreaker, Err: fmt.Errorf("circuit %s -> %s", from, to)})
 		},
 	})}
 }

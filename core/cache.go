@@ -32,7 +32,10 @@ import (
 //
 // Every response carries the cache header ([WithCacheHeader]): HIT when it
 // came from the store or another request's fill, MISS when this request
-// filled it, BYPASS when it was not cached. Stored responses carry Age.
+// filled it, STALE when a stale entry stood in (stale-while-revalidate,
+// stale-if-error), BYPASS when it was not cached. Stored responses carry
+// Age. A response the handler marked with [DoNotStore] goes to its own
+// request only.
 func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
 	c := rt.c
 	p := rt.policyFor(pattern)
@@ -230,6 +233,12 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	}
 	if err != nil {
 		return outcome{}, err
+	}
+	if rec.doNotStore {
+		// The handler said so ([DoNotStore]): this request's alone. No
+		// uncacheable marker: one request's signal must not switch
+		// caching off for the URL.
+		return outcome{value: entry.EncodeResponse(resp), share: sharePersonal}, nil
 	}
 	if resp.Status == http.StatusNotModified && validated {
 		resp = freshen(old, resp.Header)

@@ -30,12 +30,59 @@
 //
 // # HTTP
 //
-// On top of the engine, [Middleware.Serve] caches HTTP responses: it derives the
-// key from the request, decides what may be stored (see the README's list of
-// defaults), records the handler's response, and replays stored responses
-// with an X-Cache header and Age. The adapter modules ginmw, echomw and
-// nethttpmw call it; a [Middleware] carries one middleware's policy, built from
-// [PolicyOption] values such as [TTL], [KeyQuery] and [PerRoute].
+// On top of the engine, [Middleware.Serve] caches HTTP responses: it
+// derives the key from the request, decides what may be stored (see
+// Defaults below), records the handler's response, and replays stored
+// responses with a cache header ([WithCacheHeader]: HIT, MISS, STALE or
+// BYPASS), Cache-Status and Age. The adapter modules ginmw, echomw and
+// nethttpmw call it; a [Middleware] carries one middleware's policy, built
+// from [PolicyOption] values such as [TTL], [KeyQuery] and [PerRoute].
+//
+// # Defaults
+//
+// Every option has a default, so [New] needs only a store:
+//
+//   - [TTL]: one minute, when neither the response's Cache-Control nor
+//     the fetch function says.
+//   - [Statuses]: 200 only with the route's TTL. 203, 204, 300, 301,
+//     308, 404, 405, 410, 414 and 501 are stored too when the response
+//     states its own freshness; other codes only when listed.
+//   - [MaxBodySize]: 1 MiB ([DefaultMaxBodySize]); a larger response
+//     streams to its client and is not stored.
+//   - Keys ([KeyQuery], [IgnoreQuery], [KeyHost], [KeyHeaders],
+//     [KeyFunc]): scheme, Host, path and every query parameter, plus
+//     X-Forwarded-Proto, -Scheme, -Port, -Prefix and -Ssl when sent;
+//     no other header.
+//   - Requests carrying Cookie, Forwarded, X-Forwarded-Host, X-Host,
+//     X-Forwarded-Server, X-Original-Url, X-Rewrite-Url,
+//     X-Http-Method-Override, X-Http-Method or X-Method-Override bypass
+//     the cache unless the route keys on that header ([KeyHeaders]), as do
+//     methods other than GET and HEAD, requests with a body or Upgrade,
+//     and queries Go cannot parse. A request with Authorization is
+//     served, and stores, only responses marked public, s-maxage or
+//     must-revalidate.
+//   - Responses with Set-Cookie or Vary: * are never stored, nor are
+//     those a handler marks with [DoNotStore], nor those with
+//     Cache-Control no-store, no-cache or private (unless a
+//     Surrogate-Control max-age, addressed to caches like this one,
+//     overrides it). The hop-by-hop fields (Connection, Keep-Alive,
+//     Proxy-Authenticate, Proxy-Authorization, Proxy-Connection, Te,
+//     Trailer, Transfer-Encoding, Upgrade), Cache-Status and the cache
+//     header are not stored with a response.
+//   - [NoCache], [Skip], [MaxKeys], [IgnoreCacheControl],
+//     [ExplicitFreshnessOnly], [PerRoute]: off.
+//   - [StaleWhileRevalidate] and [StaleIfError]: 0, unless the response
+//     sets its own window.
+//   - [WithNamespace]: "flightcache". [WithCacheHeader]: "X-Cache".
+//   - [WithObserver]: none; [Stats.Errors] still counts.
+//   - [WithLockExpiry]: 5 s. [WithWaitTimeout]: 10 s. [WithFetchTimeout]:
+//     30 s. [WithStoreTimeout]: 250 ms. [WithPollInterval]: 250 ms.
+//   - Fill lock: on ([WithoutLock] turns it off); with [NewRedisStore],
+//     on the store's own client ([WithLockNodes] for a Redlock quorum).
+//   - Circuit breaker ([WithBreaker]): on, opening after 5 store errors in
+//     a row for 1 s ([WithoutBreaker] turns it off).
+//   - [WithLocalTier]: no local tier.
+//   - [NewMemoryStore] with 0: 64 MiB ([DefaultMemoryBytes]).
 //
 // # Failure behaviour
 //

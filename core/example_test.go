@@ -2,7 +2,10 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/flightcache/flightcache/core"
@@ -40,4 +43,42 @@ func ExampleCache_Do() {
 	// rendered report <nil>
 	// rendered report <nil>
 	// origin calls: 1
+}
+
+func ExampleKeyHost() {
+	store := core.NewMemoryStore(0)
+	defer store.Close()
+	// Instances are reached under the public name and under their own
+	// addresses; the page does not depend on the Host, so they share it.
+	mw := core.New(store).Middleware(core.KeyHost("www.example.com"))
+	page := func(w http.ResponseWriter, r *http.Request) error {
+		fmt.Fprint(w, "home page")
+		return nil
+	}
+	for _, host := range []string{"www.example.com", "10.0.0.7:8080"} {
+		w := httptest.NewRecorder()
+		mw.Serve(w, httptest.NewRequest("GET", "http://"+host+"/", nil), "", page)
+		fmt.Println(host, w.Header().Get("X-Cache"), w.Body.String())
+	}
+	// Output:
+	// www.example.com MISS home page
+	// 10.0.0.7:8080 HIT home page
+}
+
+func ExampleDoNotStore() {
+	// A handler that serves a fallback when its data source fails: its
+	// client gets the fallback, but the cache must not keep it for others.
+	show := func(w http.ResponseWriter, r *http.Request) {
+		prices, err := loadPrices(r.Context())
+		if err != nil {
+			core.DoNotStore(w)
+			prices = "prices unavailable"
+		}
+		fmt.Fprint(w, prices)
+	}
+	_ = show // behind any adapter, such as nethttpmw.Wrap(http.HandlerFunc(show), c)
+}
+
+func loadPrices(context.Context) (string, error) {
+	return "", errors.New("price service down")
 }

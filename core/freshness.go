@@ -12,12 +12,12 @@ import (
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
 
-// HeuristicStatuses are the status codes RFC 9110 (section 15.1) lets a
+// heuristicStatuses are the status codes RFC 9110 (section 15.1) lets a
 // cache store without being told: a response with one of them is stored
 // when it carries explicit freshness (s-maxage, max-age or Expires), even
-// if the route's [Statuses] do not list it. Other codes (206, 5xx, ...) are
-// stored only when listed.
-var HeuristicStatuses = []int{200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501}
+// if the route's Statuses do not list it. Other codes (206, 5xx, ...) are
+// stored only when listed. Documented on Statuses and in doc.go.
+var heuristicStatuses = []int{200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501}
 
 // cacheControl is a parsed Cache-Control header.
 type cacheControl struct {
@@ -197,7 +197,7 @@ func sharedWithCredentials(h http.Header) bool {
 // and for how long it stays fresh from now.
 func (p *policy) storable(resp entry.Response, now time.Time) (time.Duration, bool) {
 	listed := slices.Contains(p.statuses, resp.Status)
-	if !listed && !slices.Contains(HeuristicStatuses, resp.Status) {
+	if !listed && !slices.Contains(heuristicStatuses, resp.Status) {
 		return 0, false
 	}
 	if _, ok := resp.Header["Set-Cookie"]; ok {
@@ -286,7 +286,7 @@ var keptOn304 = []string{"Content-Length", "Content-Encoding", "Content-Md5", "C
 // that validated it (RFC 9111, section 4.3.4).
 func freshen(old entry.Response, h http.Header) entry.Response {
 	for k, v := range h {
-		if !slices.Contains(keptOn304, k) && !slices.Contains(UnstoredHeaders, k) {
+		if !slices.Contains(keptOn304, k) && !slices.Contains(unstoredHeaders, k) {
 			old.Header[k] = v
 		}
 	}

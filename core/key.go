@@ -43,7 +43,7 @@ func (p *policy) requestKey(r *http.Request) (string, bool) {
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 		return "", false // a "fat GET": its body is not in the key
 	}
-	for _, name := range BypassHeaders {
+	for _, name := range bypassHeaders {
 		if _, ok := r.Header[name]; ok && !slices.Contains(p.headerKeys, name) {
 			return "", false
 		}
@@ -51,18 +51,15 @@ func (p *policy) requestKey(r *http.Request) (string, bool) {
 	return p.urlKey(r)
 }
 
-// BypassHeaders are request headers that make a request bypass the cache
-// unless the route keys on them ([KeyHeaders]): cookies, whose responses
-// are personal, and headers that override the host, URL or method a
-// handler sees, which an attacker would send to get a response built from
-// them stored for everyone (cache poisoning). Forwarded is among them
-// because it can carry host= and proto=; behind a proxy that sets it on
-// every request, key on it or strip it before the cache.
-//
-// Authorization is not among them: a request carrying it goes through
-// the cache but is only served a stored response, and its own response
-// only stored, when that response allows it (see [Middleware.Serve]).
-var BypassHeaders = []string{
+// bypassHeaders are request headers that make a request bypass the cache
+// unless the route keys on them (KeyHeaders): cookies, whose responses are
+// personal, and headers that override the host, URL or method a handler
+// sees, which an attacker would send to get a response built from them
+// stored for everyone (cache poisoning). Forwarded is among them because
+// it can carry host= and proto=. Authorization is not: see credentialed.
+// The list is documented to users on KeyHeaders and in doc.go; keep those
+// in step with it.
+var bypassHeaders = []string{
 	"Cookie",
 	"Forwarded", "X-Forwarded-Host", "X-Host", "X-Forwarded-Server", "X-Original-Url", "X-Rewrite-Url",
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
@@ -76,11 +73,12 @@ func (p *policy) credentialed(r *http.Request) bool {
 	return ok && !slices.Contains(p.headerKeys, "Authorization")
 }
 
-// KeyedHeaders are request headers that are always part of the key: a
+// keyedHeaders are request headers that are always part of the key: a
 // proxy in front sets them the same way for every client, so clean
 // requests still share entries, while a client that forges one gets an
-// entry of its own instead of poisoning the shared one.
-var KeyedHeaders = []string{"X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl"}
+// entry of its own instead of poisoning the shared one. Documented on
+// KeyHeaders and in doc.go.
+var keyedHeaders = []string{"X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl"}
 
 // urlKey is the key of a GET for r's URL, whatever r's method: the entry
 // a request for that URL would be served.
@@ -97,7 +95,11 @@ func (p *policy) urlKey(r *http.Request) (string, bool) {
 			scheme = "https"
 		}
 		b = appendField(b, scheme)
-		b = appendField(b, strings.ToLower(r.Host))
+		if p.fixedHost {
+			b = appendField(b, p.host)
+		} else {
+			b = appendField(b, strings.ToLower(r.Host))
+		}
 		b = appendField(b, r.URL.EscapedPath())
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
@@ -119,7 +121,7 @@ func (p *policy) urlKey(r *http.Request) (string, bool) {
 			}
 		}
 	}
-	for _, name := range KeyedHeaders {
+	for _, name := range keyedHeaders {
 		if vs := r.Header[name]; len(vs) > 0 { // names in canonical form
 			b = appendField(b, name)
 			b = appendCount(b, len(vs))

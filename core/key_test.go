@@ -1,12 +1,18 @@
 package core
 
 import (
+	"context"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
@@ -167,5 +173,145 @@ func TestKeyLimiterAdmitsUpToMaxPerWindow(t *testing.T) {
 	later := now.Add(time.Minute + 2*time.Second)
 	if !l.admit("d", later) || l.admit("e", later) {
 		t.Error("the new window did not admit exactly one more key")
+	}
+}
+
+func TestKeyHost(t *testing.T) {
+	byPath := KeyFunc(func(r *http.Request) string { return r.URL.Path })
+	for _, tc := range []struct {
+		name string
+		opts []PolicyOption
+		a, b string // request targets
+		same bool
+	}{
+		{"default: hosts differ", nil, "http://a.example/p", "http://b.example/p", false},
+		{"fixed host: hosts share", []PolicyOption{KeyHost("www.example")}, "http://a.example/p", "http://b.example/p", true},
+		{"fixed host: paths differ", []PolicyOption{KeyHost("www.example")}, "http://a.example/p", "http://a.example/q", false},
+		{"fixed host: schemes differ", []PolicyOption{KeyHost("www.example")}, "http://a.example/p", "https://a.example/p", false},
+		{"no host: hosts share", []PolicyOption{KeyHost("")}, "http://a.example/p?x=1", "http://b.example/p?x=1", true},
+		{"no host: queries differ", []PolicyOption{KeyHost("")}, "http://a.example/p?x=1", "http://b.example/p?x=2", false},
+		{"fixed host, KeyQuery: other parameters ignored", []PolicyOption{KeyHost("www.example"), KeyQuery("id")}, "http://a.example/p?id=1&utm=x", "http://b.example/p?id=1&utm=y", true},
+		{"fixed host, KeyQuery: keyed parameter differs", []PolicyOption{KeyHost("www.example"), KeyQuery("id")}, "http://a.example/p?id=1", "http://b.example/p?id=2", false},
+		{"KeyQuery, then no host", []PolicyOption{KeyQuery("id"), KeyHost("")}, "http://a.example/p?id=1&utm=x", "http://b.example/p?id=1", true},
+		{"no host, IgnoreQuery: ignored parameter", []PolicyOption{KeyHost(""), IgnoreQuery("utm")}, "http://a.example/p?id=1&utm=x", "http://b.example/p?id=1&utm=y", true},
+		{"no host, IgnoreQuery: other parameter differs", []PolicyOption{KeyHost(""), IgnoreQuery("utm")}, "http://a.example/p?id=1", "http://b.example/p?id=2", false},
+		{"KeyFunc wins over KeyHost", []PolicyOption{KeyHost("www.example"), byPath}, "http://a.example/p?x=1", "http://b.example/p?x=2", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := defaultPolicy()
+			for _, o := range tc.opts {
+				o.route(&p)
+			}
+			ka, kb := keyOf(t, tc.a, p), keyOf(t, tc.b, p)
+			if (ka == kb) != tc.same {
+				t.Errorf("keys of %s and %s equal = %v, want %v", tc.a, tc.b, ka == kb, tc.same)
+			}
+		})
+	}
+
+	// A fixed host is the key a request for that host has by default, in
+	// any case: instances keying on their public name share entries with
+	// those that see it as the Host.
+	fixed := defaultPolicy()
+	KeyHost("WWW.Example").route(&fixed)
+	if got, want := keyOf(t, "http://10.0.0.7:8080/p?x=1", fixed), keyOf(t, "http://www.example/p?x=1", defaultPolicy()); got != want {
+		t.Errorf("key under KeyHost(%q) = %q, want the default key for that host, %q", "WWW.Example", got, want)
+	}
+}
+
+// TestKeyHostThroughMiddleware serves one URL under two Host names to a
+// route keyed on a fixed host: the second is a hit.
+func TestKeyHostThroughMiddleware(t *testing.T) {
+	s := NewMemoryStore(0)
+	defer s.Close()
+	mw := New(s).Middleware(KeyHost("www.example"))
+	calls := 0
+	next := func(w http.ResponseWriter, r *http.Request) error {
+		calls++
+		w.Write([]byte("page"))
+		return nil
+	}
+	for i, host := range []string{"www.example", "10.0.0.7:8080"} {
+		w := httptest.NewRecorder()
+		if err := mw.Serve(w, httptest.NewRequest("GET", "http://"+host+"/p", nil), "", next); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"MISS", "HIT"}[i]; w.Header().Get("X-Cache") != want || w.Body.String() != "page" {
+			t.Errorf("request for host %s: X-Cache %q, body %q, want %s and page", host, w.Header().Get("X-Cache"), w.Body.String(), want)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("handler ran %d times, want 1", calls)
+	}
+}
+
+func TestWithNamespace(t *testing.T) {
+	for _, ns := range []string{"flightcache", "app:cache", "a.b-c_d:v2:", ":", strings.Repeat("n", 64)} {
+		t.Run(ns, func(t *testing.T) {
+			c := defaultConfig()
+			WithNamespace(ns).apply(&c)
+			if c.namespace != ns {
+				t.Fatalf("namespace = %q, want %q", c.namespace, ns)
+			}
+			key := storeKey(ns, "some key")
+			if !strings.HasPrefix(key, ns+":{") || !strings.HasSuffix(key, "}") {
+				t.Fatalf("storeKey = %q, want %q:{hash}", key, ns)
+			}
+			// Redis Cluster hashes the first {…} of a name: for the value,
+			// lock and channel names alike it must be the key's hash.
+			want := key[len(ns)+2 : len(key)-1]
+			if len(want) != 22 || strings.ContainsAny(want, "{}") {
+				t.Fatalf("hash tag %q, want 22 characters without braces", want)
+			}
+			for _, name := range []string{key, key + lockSuffix, key + channelSuffix, key + invalidatedSuffix} {
+				if got := hashTag(name); got != want {
+					t.Errorf("hash tag of %q = %q, want %q", name, got, want)
+				}
+			}
+		})
+	}
+	for _, ns := range []string{"", "a{b}", "{tag}", "a b", "a*", "a?", "a[b]", "ü", strings.Repeat("n", 65)} {
+		t.Run("invalid/"+ns, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("WithNamespace(%q) did not panic", ns)
+				}
+			}()
+			WithNamespace(ns)
+		})
+	}
+}
+
+// hashTag returns the part of a Redis key name that Redis Cluster hashes
+// when it has a hash tag: between the first '{' and the first '}' after
+// it, if not empty.
+func hashTag(name string) string {
+	_, rest, ok := strings.Cut(name, "{")
+	if !ok {
+		return ""
+	}
+	tag, _, ok := strings.Cut(rest, "}")
+	if !ok || tag == "" {
+		return ""
+	}
+	return tag
+}
+
+// TestNamespaceWithColonOnRedis fills a key of a cache whose namespace
+// holds colons, on miniredis, and finds the value under that namespace.
+func TestNamespaceWithColonOnRedis(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	s := NewRedisStore(rdb)
+	defer s.Close()
+	c := New(s, WithNamespace("app:cache:v2"))
+	v, err := c.Do(context.Background(), "k", func(context.Context) ([]byte, time.Duration, error) { return []byte("v"), 0, nil })
+	if err != nil || string(v) != "v" {
+		t.Fatalf("Do = (%q, %v), want v", v, err)
+	}
+	want := storeKey("app:cache:v2", "k")
+	if keys := mr.Keys(); !slices.Contains(keys, want) {
+		t.Errorf("Redis keys %q, want %q among them", keys, want)
 	}
 }

@@ -14,10 +14,11 @@ import (
 // invents query strings or path segments can make a route store; with P
 // processes the fleet stores at most P×n keys of the route per TTL.
 //
-// Each route pattern has its own count; with net/http's [Middleware.Serve]
-// called without a pattern, the whole middleware shares one. Unset, a
-// route's key count is bounded only by the store's memory (see also
-// [KeyQuery] and [IgnoreQuery]).
+// Each route pattern has its own count; requests that reach
+// [Middleware.Serve] without a pattern (""), as a net/http handler wrapped
+// on its own may, share one per middleware. Unset, a route's key count is
+// bounded only by the store's memory (see also [KeyQuery] and
+// [IgnoreQuery]).
 func MaxKeys(n int) PolicyOption {
 	if n <= 0 {
 		panic(fmt.Sprintf("flightcache: MaxKeys(%d): must be positive", n))

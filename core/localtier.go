@@ -367,7 +367,7 @@ func (c *Cache) installLocalTier(shared Store) {
 		panic("flightcache: WithLocalTier: the store does not implement InvalidationWatcher, so other processes' changes could not reach the local tier")
 	}
 	c.local = newLocalTier(c.store, source, c.cfg.localTierBytes, func() time.Time { return c.now() }, func(ctx context.Context, err error) {
-		c.report(ctx, "watch", "", err)
+		c.report(ctx, OpWatch, "", err)
 	})
 	c.store = c.local
 }

@@ -163,7 +163,7 @@ func (l *memLock) Extend(context.Context) error {
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
 	if cur, ok := l.s.locks[l.key]; !ok || cur.owner != l || !now.Before(cur.until) {
-		return errLockLost
+		return ErrLockNotHeld
 	}
 	l.s.locks[l.key] = memLockState{owner: l, until: now.Add(l.expiry)}
 	return nil
@@ -174,9 +174,13 @@ func (l *memLock) Unlock(context.Context) error {
 	defer l.s.mu.Unlock()
 	cur, ok := l.s.locks[l.key]
 	if !ok || cur.owner != l {
-		return errLockLost
+		return ErrLockNotHeld
 	}
-	// An expired entry is deleted like a live one: nobody else took it.
 	delete(l.s.locks, l.key)
+	if !time.Now().Before(cur.until) {
+		// Expired, though nobody took it over: say so, as a Redis lock
+		// whose key expired does.
+		return ErrLockNotHeld
+	}
 	return nil
 }

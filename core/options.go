@@ -76,14 +76,21 @@ func positive(name string, d time.Duration) {
 	}
 }
 
-var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+// namespacePattern leaves out braces, so that the hash tag storeKey puts
+// after the namespace is the key's first one (Redis Cluster hashes the
+// first {…} only), and the glob characters of the store's pattern
+// subscriptions.
+var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 
 // WithNamespace sets the prefix of every key the cache writes, so that
-// several applications can share one Redis. It must be 1 to 64 characters
-// from [A-Za-z0-9_.-]. The default is "flightcache".
+// several applications can share one Redis: a value lives at
+// "<namespace>:{<hash of the key>}". It must be 1 to 64 characters from
+// [A-Za-z0-9_.:-], so "myapp:cache" is fine; braces are refused because
+// they would change the Redis Cluster hash slot. The default is
+// "flightcache".
 func WithNamespace(ns string) Option {
 	if !namespacePattern.MatchString(ns) {
-		panic(fmt.Sprintf("flightcache: WithNamespace(%q): want 1 to 64 characters from [A-Za-z0-9_.-]", ns))
+		panic(fmt.Sprintf("flightcache: WithNamespace(%q): want 1 to 64 characters from [A-Za-z0-9_.:-]", ns))
 	}
 	return optionFunc(func(c *config) { c.namespace = ns })
 }
@@ -124,8 +131,9 @@ func WithFetchTimeout(d time.Duration) Option {
 // For a Redis client it takes effect only with the go-redis option
 // ContextTimeoutEnabled set; otherwise the client's own read and write
 // timeouts apply. The lookup of a hit passes the bound as the context's
-// deadline without arming a timer (see deadlineCtx): a Store sees it in
-// ctx.Deadline, not as Done closing. The default is 250 milliseconds.
+// deadline without arming a timer, which would cost more than a cache hit:
+// a [Store] sees it in ctx.Deadline, while ctx.Done may never close. The
+// default is 250 milliseconds.
 func WithStoreTimeout(d time.Duration) Option {
 	positive("WithStoreTimeout", d)
 	return optionFunc(func(c *config) { c.storeTimeout = d })
@@ -148,7 +156,10 @@ func WithoutLock() Option {
 }
 
 // WithCacheHeader sets the name of the response header that says how the
-// cache served a request: HIT, MISS or BYPASS. The default is "X-Cache".
+// cache served a request: HIT (from the store, or from another request's
+// fill), MISS (this request filled it), STALE (a stale entry, served while
+// it is refreshed or because its refill failed) or BYPASS (not cached).
+// The default is "X-Cache".
 func WithCacheHeader(name string) Option {
 	if name == "" || http.CanonicalHeaderKey(name) == "" {
 		panic("flightcache: WithCacheHeader: empty name")
@@ -180,9 +191,9 @@ func WithoutBreaker() Option {
 // at most about maxBytes (keys, values and bookkeeping), and serves them
 // without a store round trip, even while the store's circuit breaker is
 // open. An entry stays in the local tier no longer than it stays fresh in
-// the shared store; pass markers and stale entries are always read from
-// the shared store, so revalidation and uncacheable keys work as without
-// it. When any process deletes an entry (an unsafe request's
+// the shared store; stale entries and the marks of keys made uncacheable
+// for a while ([PassTTL]) are always read from the shared store, so
+// revalidation and uncacheable keys work as without it. When any process deletes an entry (an unsafe request's
 // invalidation) or replaces it, every process's local tier drops it,
 // through the store's invalidation broadcasts ([InvalidationWatcher]:
 // Redis pub/sub for [RedisStore], on the process's one subscription

@@ -19,6 +19,8 @@ type policy struct {
 	queryKeys          []string // nil: every parameter is part of the key
 	ignoreQuery        []string
 	headerKeys         []string // canonical request header names in the key
+	fixedHost          bool     // key on host instead of the request's Host
+	host               string   // lower case; "" with fixedHost: no host in the key
 	keyFunc            func(*http.Request) string
 	skip               func(*http.Request) bool
 	ignoreCacheControl bool
@@ -56,8 +58,12 @@ func NoCache() PolicyOption {
 }
 
 // Statuses sets which response status codes may be stored with the
-// route's [TTL]. The default is 200 only. Codes in [HeuristicStatuses] are
-// also stored when the response states its own freshness.
+// route's [TTL]. The default is 200 only. Whatever the list, a response
+// with one of the codes RFC 9110 lets a cache store by default (200, 203,
+// 204, 300, 301, 308, 404, 405, 410, 414 and 501) is also stored when it
+// states its own freshness (Cache-Control s-maxage or max-age, or
+// Expires); other codes, such as 206 or a 5xx, are stored only when
+// listed here.
 func Statuses(codes ...int) PolicyOption {
 	for _, c := range codes {
 		if c < 100 || c > 999 {
@@ -93,9 +99,27 @@ func IgnoreQuery(names ...string) PolicyOption {
 }
 
 // KeyHeaders makes the named request headers part of the cache key, so
-// responses that depend on them are stored per value. Naming Authorization
-// or Cookie also lets requests carrying them be cached, per credential;
-// without that they bypass the cache.
+// responses that depend on them are stored per value. Names are matched
+// case-insensitively. The default is none.
+//
+// Some request headers make a request bypass the cache unless the route
+// names them here: Cookie, whose responses are personal, and the headers
+// that can override the host, URL or method a handler sees, which an
+// attacker would send to have a response built from them stored for
+// everyone: Forwarded, X-Forwarded-Host, X-Host, X-Forwarded-Server,
+// X-Original-Url, X-Rewrite-Url, X-Http-Method-Override, X-Http-Method and
+// X-Method-Override. Naming one of them keys on it instead: the request is
+// cached, per value. Behind a proxy that sets Forwarded on every request,
+// key on it or strip it before the cache. Naming Authorization caches one
+// entry per credential; without it a request with Authorization is served
+// from, and fills, the cache only with responses that say they may be
+// shared (public, s-maxage or must-revalidate).
+//
+// X-Forwarded-Proto, X-Forwarded-Scheme, X-Forwarded-Port,
+// X-Forwarded-Prefix and X-Forwarded-Ssl are always part of the key, named
+// or not: a proxy in front sets them alike for every client, so its
+// requests still share entries, while a client that forges one only
+// reaches an entry of its own.
 func KeyHeaders(names ...string) PolicyOption {
 	canon := make([]string, len(names))
 	for i, n := range names {
@@ -105,8 +129,28 @@ func KeyHeaders(names ...string) PolicyOption {
 	return policyOptionFunc(func(p *policy) { p.headerKeys = canon })
 }
 
+// KeyHost sets the host part of the cache key, which is otherwise the
+// request's Host header, lower-cased. With a host name, such as the site's
+// public one, instances reached under different names (a load balancer's,
+// their own addresses) share entries. With "", the host is left out of the
+// key: every host the route is served under shares one entry per path and
+// query. The scheme, path and query stay in the key ([KeyQuery] and
+// [IgnoreQuery] apply as usual); [KeyFunc], which replaces all of them,
+// makes KeyHost moot.
+//
+// Requests for other hosts are then served entries filled for this one,
+// so use it only when the handler's response does not depend on the Host
+// it was asked for (absolute links built from r.Host, say), or when the
+// server in front only passes the hosts the route answers to. The default
+// is the request's Host.
+func KeyHost(host string) PolicyOption {
+	host = strings.ToLower(host)
+	return policyOptionFunc(func(p *policy) { p.fixedHost, p.host = true, host })
+}
+
 // KeyFunc replaces the method, host, path and query part of the cache key
-// with f(r). Headers named by [KeyHeaders] are still added.
+// with f(r). Headers named by [KeyHeaders], and the forwarding headers
+// that are always keyed (see KeyHeaders), are still added.
 func KeyFunc(f func(r *http.Request) string) PolicyOption {
 	return policyOptionFunc(func(p *policy) { p.keyFunc = f })
 }
@@ -153,8 +197,9 @@ func StaleWhileRevalidate(d time.Duration) PolicyOption {
 // freshness when the request that refills it fails, when the response
 // does not say itself (its own Cache-Control stale-if-error=N always
 // counts, RFC 5861). A refill fails when the handler returns an error
-// (echo, the net/http adapter's error-returning handlers) or answers 500,
-// 502, 503 or 504; then that request and every request waiting on
+// (an echo handler's error, or the error of the next function given to
+// [Middleware.Serve]) or answers 500, 502, 503 or 504; then that request
+// and every request waiting on
 // the same fill get the stale response (X-Cache STALE), nothing is
 // stored, and the next request past the fill tries the origin again. A
 // panic is not served stale: it reaches every waiting request as before.

@@ -9,11 +9,12 @@ import (
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
 
-// UnstoredHeaders are response header fields never stored with a response:
-// hop-by-hop fields (RFC 9110, section 7.6.1) and the fields the cache
-// sets itself when it replays one (Cache-Status and the cache header). An
-// Age header is kept: it is the age the response had when it was stored.
-var UnstoredHeaders = []string{
+// unstoredHeaders are response header fields never stored with a response:
+// hop-by-hop fields (RFC 9110, section 7.6.1) and Cache-Status, which the
+// cache sets itself when it replays one (response drops the cache header
+// too). An Age header is kept: it is the age the response had when it was
+// stored. Documented in doc.go.
+var unstoredHeaders = []string{
 	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Cache-Status",
 }
@@ -33,6 +34,9 @@ type recorder struct {
 	body     []byte
 	streamed bool   // the response went to w as it was written
 	onStream func() // called once when streaming starts; may be nil
+	// doNotStore is set by DoNotStore: the response goes to the filling
+	// request alone, neither stored nor shared with waiting requests.
+	doNotStore bool
 }
 
 var (
@@ -123,6 +127,34 @@ func (rec *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return conn, brw, err
 }
 
+// DoNotStore marks the response being written to w as one the cache must
+// neither store nor share: it goes to the request that produced it alone,
+// and requests waiting on the same fill run the handler themselves. An
+// adapter calls it when the framework says the handler failed in a way the
+// response does not show (gin's Context.Errors); a handler may call it
+// too, with the writer it was given. Unlike a Cache-Control: no-store
+// header, it changes nothing the client sees.
+//
+// w is the writer of the handler that the cache runs to fill a key, or
+// one that wraps it and has an Unwrap() http.ResponseWriter method, as
+// [net/http.ResponseController] expects. For any other writer (a request
+// that bypasses the cache, say) DoNotStore does nothing. It must be called
+// before the handler returns; a response that already streamed to its
+// client is not stored anyway.
+func DoNotStore(w http.ResponseWriter) {
+	for w != nil {
+		if rec, ok := w.(*recorder); ok {
+			rec.doNotStore = true
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
 // Unwrap lets [http.ResponseController] reach the real writer.
 func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
 
@@ -132,7 +164,7 @@ func (rec *recorder) response() entry.Response {
 	if status == 0 {
 		status, h = http.StatusOK, rec.header.Clone()
 	}
-	for _, k := range UnstoredHeaders {
+	for _, k := range unstoredHeaders {
 		delete(h, k)
 	}
 	delete(h, rec.cacheHeader)

@@ -62,15 +62,24 @@ var (
 
 var errClosed = errors.New("flightcache: store closed")
 
-// RedisStoreOption configures a [RedisStore].
-type RedisStoreOption func(*RedisStore)
+// RedisStoreOption configures a [RedisStore]; it is accepted by
+// [NewRedisStore]. Like [Option] for a [Cache], it is an interface that
+// only this package implements, so that an option meant for another
+// constructor does not compile here.
+type RedisStoreOption interface {
+	applyStore(*RedisStore)
+}
+
+type redisStoreOptionFunc func(*RedisStore)
+
+func (f redisStoreOptionFunc) applyStore(s *RedisStore) { f(s) }
 
 // WithLockNodes takes fill locks on independent Redis nodes instead of the
 // store's own client, with redsync's Redlock quorum: a lock is held when a
 // majority of the nodes granted it, so it keeps working with a minority
 // of them down. Give an odd number of nodes that fail independently (not
 // the replicas of one another). Values and notifications stay on the
-// store's client.
+// store's client. The default is to take locks on the store's client.
 func WithLockNodes(nodes ...redis.UniversalClient) RedisStoreOption {
 	if len(nodes) == 0 {
 		panic("flightcache: WithLockNodes: no nodes")
@@ -79,17 +88,18 @@ func WithLockNodes(nodes ...redis.UniversalClient) RedisStoreOption {
 	for i, n := range nodes {
 		pools[i] = goredis.NewPool(n)
 	}
-	return func(s *RedisStore) { s.rs = redsync.New(pools...) }
+	return redisStoreOptionFunc(func(s *RedisStore) { s.rs = redsync.New(pools...) })
 }
 
-// NewRedisStore returns a store on rdb. It does no I/O.
+// NewRedisStore returns a store on rdb. It does no I/O and panics if rdb
+// is nil.
 func NewRedisStore(rdb redis.UniversalClient, opts ...RedisStoreOption) *RedisStore {
 	if rdb == nil {
 		panic("flightcache: NewRedisStore: nil client")
 	}
 	s := &RedisStore{rdb: rdb, rs: redsync.New(goredis.NewPool(rdb))}
 	for _, o := range opts {
-		o(s)
+		o.applyStore(s)
 	}
 	return s
 }
@@ -304,14 +314,21 @@ func (l *redisLock) Unlock(ctx context.Context) error {
 	return lockLost(ok, err)
 }
 
-// lockLost tells a lock that expired or was taken over (errLockLost: the
-// store answered) from a store that did not answer.
+// lockLost tells a lock that expired or was taken over (ErrLockNotHeld:
+// the store answered) from a store that did not answer. With several lock
+// nodes, one node's answer that the lock is not this mutex's is enough:
+// the lock can no longer be trusted, whatever the other nodes said.
 func lockLost(ok bool, err error) error {
+	var taken *redsync.ErrTaken
+	var nodeTaken *redsync.ErrNodeTaken
 	switch {
 	case ok:
 		return nil
-	case err == nil, errors.Is(err, redsync.ErrLockAlreadyExpired), errors.Is(err, redsync.ErrExtendFailed):
-		return fmt.Errorf("%w: %v", errLockLost, err)
+	case err == nil:
+		return ErrLockNotHeld
+	case errors.As(err, &taken), errors.As(err, &nodeTaken),
+		errors.Is(err, redsync.ErrLockAlreadyExpired), errors.Is(err, redsync.ErrExtendFailed):
+		return fmt.Errorf("%w: %v", ErrLockNotHeld, err)
 	}
 	return err
 }

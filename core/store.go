@@ -26,7 +26,8 @@ type Store interface {
 
 	// Replace overwrites the value at key with value for ttl if key still
 	// holds old, and reports whether it did. The cache uses it to replace
-	// an entry it cannot decode.
+	// an entry it cannot decode, a stale entry, or the mark of a key made
+	// uncacheable for a while.
 	Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error)
 
 	// Invalidate stores marker at key for ttl in place of whatever the key
@@ -59,9 +60,15 @@ type Lock interface {
 	// when another filler holds it, or another error when the store
 	// cannot be reached.
 	TryLock(ctx context.Context) error
-	// Extend pushes the lock's expiry out by its full length again.
+	// Extend pushes the lock's expiry out by its full length again. It
+	// returns an error wrapping [ErrLockNotHeld] when this Lock no longer
+	// holds the lock (it expired, or another filler took it over), or
+	// another error when the store cannot be reached.
 	Extend(ctx context.Context) error
-	// Unlock releases the lock if this Lock still holds it.
+	// Unlock releases the lock if this Lock still holds it. Like Extend,
+	// it returns an error wrapping [ErrLockNotHeld] when it does not, and
+	// then leaves the lock as it is: a former holder never releases
+	// another filler's lock.
 	Unlock(ctx context.Context) error
 }
 
@@ -70,3 +77,12 @@ var ErrNotFound = errors.New("flightcache: not found")
 
 // ErrLockHeld is returned by [Lock.TryLock] when another filler holds the lock.
 var ErrLockHeld = errors.New("flightcache: lock held by another filler")
+
+// ErrLockNotHeld is returned, possibly wrapped, by [Lock.Extend] and
+// [Lock.Unlock] when the Lock no longer holds its lock: it expired, or
+// another filler took it over. It is an answer from the store, not a
+// failure to reach it: the cache's circuit breaker ([WithBreaker]) counts
+// it as a success, so a Lock implementation outside this package must
+// return it (and test with errors.Is) for the breaker to stay closed
+// while locks merely expire.
+var ErrLockNotHeld = errors.New("flightcache: lock not held: expired or taken over")

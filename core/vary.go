@@ -37,7 +37,7 @@ func (p *policy) variedOn(h http.Header) []string {
 	for _, v := range h.Values("Vary") {
 		for name := range strings.SplitSeq(v, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if name == "" || name == "*" || slices.Contains(p.headerKeys, name) || slices.Contains(KeyedHeaders, name) {
+			if name == "" || name == "*" || slices.Contains(p.headerKeys, name) || slices.Contains(keyedHeaders, name) {
 				continue
 			}
 			names = append(names, name)
@@ -125,5 +125,5 @@ func (c *Cache) variants(ctx context.Context, key string, value []byte) (entry.V
 	return v, true
 }
 
-// dropIndex deletes the variant index at key, retiring its variants.
+// dropIndex invalidates the variant index at key, retiring its variants.
 func (c *Cache) dropIndex(ctx context.Context, key string) { c.invalidate(ctx, key, false) }

@@ -10,7 +10,9 @@
 // every response, cached or not, is written through the request's own
 // [echo.Response], so echo's logger and other middleware see its status
 // and size. A handler that returns an error is never cached; the error
-// reaches echo's HTTPErrorHandler unchanged.
+// reaches echo's HTTPErrorHandler unchanged. A handler that answers but
+// must keep its response out of the cache calls
+// core.DoNotStore(c.Response()).
 package echomw
 
 import (

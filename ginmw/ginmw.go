@@ -7,7 +7,8 @@
 // route pattern that [core.PerRoute] tables are keyed by is gin's
 // [gin.Context.FullPath], such as "/products/:id". All caching decisions
 // are made by package core; this package only runs the rest of gin's
-// handler chain into core's recorder.
+// handler chain into core's response recorder, and tells core
+// ([core.DoNotStore]) when the chain recorded gin errors.
 package ginmw
 
 import (
@@ -29,9 +30,11 @@ import (
 // run once per key while other requests for it wait; during that fill
 // they see a gin.Context whose Writer buffers the response and whose
 // Request carries a context detached from the client's (see
-// [core.Middleware.Serve]). A response written by a chain that recorded gin
-// errors ([gin.Context.Error]) before writing its header, such as a
-// failed render, is marked Cache-Control: no-store and is not stored.
+// [core.Middleware.Serve]). When the chain records gin errors
+// ([gin.Context.Error]) during the fill, such as a failed render, its
+// response goes to its own request only: it is neither stored nor shared
+// with the waiting requests ([core.DoNotStore]), and its headers are left
+// as the handlers set them.
 // Handler panics reach every request waiting on the fill, where
 // [gin.Recovery] placed before the middleware turns them into 500s.
 // Requests that match no route pass through uncached.
@@ -57,8 +60,8 @@ func Cache(c *core.Cache, opts ...core.PolicyOption) gin.HandlerFunc {
 			gc.Writer = fw
 			errs := len(gc.Errors)
 			gc.Next()
-			if len(gc.Errors) > errs && !fw.Written() {
-				fw.Header().Set("Cache-Control", "no-store")
+			if len(gc.Errors) > errs {
+				core.DoNotStore(w)
 			}
 			fw.WriteHeaderNow() // what gin's engine does for its own writer
 			return nil

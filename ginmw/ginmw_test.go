@@ -1,6 +1,9 @@
 package ginmw_test
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -147,18 +150,80 @@ func TestRenderedResponsesReplay(t *testing.T) {
 	}
 }
 
+// commitLog is a store that records the values committed to it.
+type commitLog struct {
+	*core.MemoryStore
+	mu     sync.Mutex // guards values
+	values [][]byte
+}
+
+func (s *commitLog) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) ([]byte, bool, error) {
+	s.mu.Lock()
+	s.values = append(s.values, bytes.Clone(value))
+	s.mu.Unlock()
+	return s.MemoryStore.SetNX(ctx, key, value, ttl)
+}
+
+func (s *commitLog) Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	s.mu.Lock()
+	s.values = append(s.values, bytes.Clone(value))
+	s.mu.Unlock()
+	return s.MemoryStore.Replace(ctx, key, old, value, ttl)
+}
+
+// holding reports whether a committed value contains b.
+func (s *commitLog) holding(b []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.values {
+		if bytes.Contains(v, b) {
+			return true
+		}
+	}
+	return false
+}
+
 func TestRenderErrorNotStored(t *testing.T) {
-	var calls atomic.Int64
-	r := gin.New()
-	r.Use(ginmw.Cache(newCache(t)))
-	r.GET("/r", func(c *gin.Context) {
-		calls.Add(1)
-		c.JSON(http.StatusOK, make(chan int)) // does not marshal: gin records the error
-	})
-	get(r, "/r")
-	got := get(r, "/r")
-	if calls.Load() != 2 || got.header.Get("X-Cache") == "HIT" {
-		t.Errorf("after a failed render the handler ran %d times and the second X-Cache is %q, want 2 runs and no HIT", calls.Load(), got.header.Get("X-Cache"))
+	for _, tc := range []struct {
+		name    string
+		handler func(c *gin.Context)
+	}{
+		{"render fails before the header", func(c *gin.Context) {
+			c.Header("X-Fill", "fill-marker")
+			c.JSON(http.StatusOK, make(chan int)) // does not marshal: gin records the error
+		}},
+		{"error after the body", func(c *gin.Context) {
+			c.Header("X-Fill", "fill-marker")
+			c.String(http.StatusOK, "partial")
+			c.Error(errors.New("lookup failed after writing"))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &commitLog{MemoryStore: core.NewMemoryStore(0)}
+			defer store.Close()
+			var calls atomic.Int64
+			r := gin.New()
+			r.Use(ginmw.Cache(core.New(store)))
+			r.GET("/r", func(c *gin.Context) {
+				calls.Add(1)
+				tc.handler(c)
+			})
+			for i := range 2 {
+				got := get(r, "/r")
+				if cc := got.header.Values("Cache-Control"); len(cc) != 0 {
+					t.Errorf("request %d: Cache-Control %q reached the client, want none: not storing is the cache's business", i, cc)
+				}
+				if got.header.Get("X-Cache") == "HIT" {
+					t.Errorf("request %d: X-Cache HIT after a gin error", i)
+				}
+			}
+			if calls.Load() != 2 {
+				t.Errorf("after a gin error the handler ran %d times for two requests, want 2", calls.Load())
+			}
+			if store.holding([]byte("fill-marker")) {
+				t.Error("the response of a chain with gin errors was committed to the store")
+			}
+		})
 	}
 }
 

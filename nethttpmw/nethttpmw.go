@@ -21,6 +21,10 @@ import (
 // as a whole, it asks the mux which pattern the request will match.
 // Other routers decide their pattern after the middleware runs; with them,
 // give each route its own middleware instead of a table.
+//
+// A handler that must keep its response out of the cache (a fallback
+// served because a dependency failed, say) calls [core.DoNotStore] with
+// its writer; there is no error return to signal it.
 func Middleware(c *core.Cache, opts ...core.PolicyOption) func(http.Handler) http.Handler {
 	rt := c.Middleware(opts...)
 	return func(next http.Handler) http.Handler {

@@ -27,8 +27,13 @@ type Harness struct {
 	Advance func(d time.Duration)
 }
 
-// TestStore checks that the stores made by h behave as [core.Store]
-// requires.
+// TestStore checks that the stores made by h behave as [core.Store] and
+// [core.Lock] require: first SetNX wins, TTLs, Replace and Delete, locks
+// that expire and answer [core.ErrLockNotHeld] to a former holder, and
+// notifications across stores. When the store implements
+// [core.InvalidationWatcher], it also checks that a watch is told of
+// Delete and Replace made through another store, and of nothing once
+// stopped.
 func TestStore(t *testing.T, h Harness) {
 	t.Run("GetMissing", func(t *testing.T) {
 		s := h.New(t)
@@ -176,11 +181,21 @@ func TestStore(t *testing.T, h Harness) {
 		if err := lb.TryLock(ctx(t)); err != nil {
 			t.Fatalf("TryLock after Unlock: %v", err)
 		}
-		if err := la.Unlock(ctx(t)); err == nil {
-			t.Error("Unlock by a former holder succeeded; it must not release another's lock")
+		if err := la.Unlock(ctx(t)); !errors.Is(err, core.ErrLockNotHeld) {
+			t.Errorf("Unlock by a former holder error = %v, want ErrLockNotHeld", err)
+		}
+		if err := la.Extend(ctx(t)); !errors.Is(err, core.ErrLockNotHeld) {
+			t.Errorf("Extend by a former holder error = %v, want ErrLockNotHeld", err)
+		}
+		// The former holder's calls left the new holder's lock alone.
+		if err := a.NewLock(k, time.Minute).TryLock(ctx(t)); !errors.Is(err, core.ErrLockHeld) {
+			t.Errorf("TryLock after a former holder's Unlock error = %v, want ErrLockHeld", err)
 		}
 		if err := lb.Unlock(ctx(t)); err != nil {
 			t.Errorf("Unlock: %v", err)
+		}
+		if err := lb.Unlock(ctx(t)); !errors.Is(err, core.ErrLockNotHeld) {
+			t.Errorf("second Unlock error = %v, want ErrLockNotHeld", err)
 		}
 	})
 
@@ -195,10 +210,35 @@ func TestStore(t *testing.T, h Harness) {
 		if err := lb.TryLock(ctx(t)); err != nil {
 			t.Fatalf("TryLock after the holder's expiry: %v", err)
 		}
-		if err := la.Extend(ctx(t)); err == nil {
-			t.Error("Extend of an expired, taken-over lock succeeded")
+		if err := la.Extend(ctx(t)); !errors.Is(err, core.ErrLockNotHeld) {
+			t.Errorf("Extend of an expired, taken-over lock error = %v, want ErrLockNotHeld", err)
+		}
+		if err := la.Unlock(ctx(t)); !errors.Is(err, core.ErrLockNotHeld) {
+			t.Errorf("Unlock of an expired, taken-over lock error = %v, want ErrLockNotHeld", err)
+		}
+		if err := lb.Extend(ctx(t)); err != nil {
+			t.Errorf("Extend by the new holder: %v", err)
 		}
 		lb.Unlock(ctx(t))
+	})
+
+	t.Run("LockExpiresUntaken", func(t *testing.T) {
+		s := h.New(t)
+		k := uniqueKey()
+		l := s.NewLock(k, 200*time.Millisecond)
+		if err := l.TryLock(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		h.Advance(400 * time.Millisecond)
+		if err := l.Extend(ctx(t)); !errors.Is(err, core.ErrLockNotHeld) {
+			t.Errorf("Extend of an expired lock error = %v, want ErrLockNotHeld", err)
+		}
+		if err := l.Unlock(ctx(t)); !errors.Is(err, core.ErrLockNotHeld) {
+			t.Errorf("Unlock of an expired lock error = %v, want ErrLockNotHeld", err)
+		}
+		if err := s.NewLock(k, time.Minute).TryLock(ctx(t)); err != nil {
+			t.Errorf("TryLock after the expiry: %v", err)
+		}
 	})
 
 	t.Run("Notify", func(t *testing.T) {
@@ -229,6 +269,109 @@ func TestStore(t *testing.T, h Harness) {
 		default:
 		}
 	})
+
+	t.Run("WatchInvalidations", func(t *testing.T) {
+		a, b := h.New(t), h.New(t)
+		wa, ok := a.(core.InvalidationWatcher)
+		if !ok {
+			t.Skip("the store does not implement core.InvalidationWatcher")
+		}
+		k := uniqueKey()
+		watch := newWatchLog()
+		stop, err := wa.WatchInvalidations(ctx(t), watch.invalidate, watch.reset)
+		if err != nil {
+			t.Fatalf("WatchInvalidations: %v", err)
+		}
+		stopped := false
+		defer func() {
+			if !stopped {
+				stop()
+			}
+		}()
+
+		if _, _, err := b.SetNX(ctx(t), k, []byte("v1"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := b.Replace(ctx(t), k, []byte("v1"), []byte("v2"), time.Minute); err != nil || !ok {
+			t.Fatalf("Replace = (%v, %v), want (true, nil)", ok, err)
+		}
+		watch.wait(t, k, "Replace in another store")
+		if err := b.Invalidate(ctx(t), k, []byte("tomb"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		watch.wait(t, k, "Invalidate in another store")
+
+		// Once stop returns, the watch sees nothing more. A second watch,
+		// still running, tells when the next Invalidate has been delivered.
+		other := newWatchLog()
+		stopOther, err := wa.WatchInvalidations(ctx(t), other.invalidate, other.reset)
+		if err != nil {
+			t.Fatalf("second WatchInvalidations: %v", err)
+		}
+		defer stopOther()
+		stop()
+		stopped = true
+		if err := b.Invalidate(ctx(t), k, []byte("tomb2"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		other.wait(t, k, "Invalidate in another store")
+		if n := watch.count(k); n != 0 {
+			t.Errorf("a stopped watch saw %d more invalidations of the key, want 0", n)
+		}
+	})
+}
+
+// watchLog records the invalidations a watch is told about.
+type watchLog struct {
+	mu   sync.Mutex // guards seen
+	seen map[string]int
+	ch   chan string // each invalidated key, if there is room
+}
+
+func newWatchLog() *watchLog {
+	return &watchLog{seen: make(map[string]int), ch: make(chan string, 100)}
+}
+
+func (w *watchLog) invalidate(key string) {
+	w.mu.Lock()
+	w.seen[key]++
+	w.mu.Unlock()
+	select {
+	case w.ch <- key:
+	default:
+	}
+}
+
+// reset is called when invalidations may have been lost; the suite's
+// checks do not depend on it.
+func (w *watchLog) reset() {}
+
+// count returns how many invalidations of key were seen and forgets them.
+func (w *watchLog) count(key string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.seen[key]
+	delete(w.seen, key)
+	return n
+}
+
+// wait waits until the watch was told key was invalidated, at most 5s,
+// and forgets the invalidations of key seen so far.
+func (w *watchLog) wait(t *testing.T, key, what string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	// Other keys' invalidations (tests sharing a Redis) may fill ch, so
+	// it is only a hint; the ticker bounds the wait for a dropped one.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for w.count(key) == 0 {
+		select {
+		case <-w.ch:
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("watch not told of the key's invalidation within 5s after %s", what)
+		}
+	}
 }
 
 func waitWoken(t *testing.T, ch <-chan struct{}, what string) {

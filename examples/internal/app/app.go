@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -55,7 +56,16 @@ func NewCache(who, redisAddr string, opts ...core.Option) (*core.Cache, func()) 
 	}
 	fmt.Fprintf(os.Stderr, "%s: caching in %s\n", who, desc)
 	opts = append(opts, core.WithObserver(func(err error) {
-		log.Printf("cache (serving uncached): %v", err)
+		var ce *core.Error
+		errors.As(err, &ce)
+		switch {
+		case ce != nil && ce.Op == core.OpBreaker:
+			log.Printf("cache: %v", err) // the breaker opened or closed
+		case ce != nil && ce.Op == core.OpFetch:
+			log.Printf("cache (served stale instead): %v", err)
+		default:
+			log.Printf("cache (serving uncached): %v", err)
+		}
 	}))
 	return core.New(store, opts...), closeStore
 }
