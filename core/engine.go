@@ -496,12 +496,16 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	if o.ttl == 0 {
 		o.ttl = c.cfg.defaultTTL()
 	}
-	r := c.commit(ctx, key, o.value, o.ttl, o.keep, stale)
 	// Callers arriving from now on look the key up instead of joining
-	// this fill: the commit is decided, and an invalidation that follows
-	// it must not be hidden from them by this fill's result.
+	// this fill. Those that joined before asked before the commit was
+	// sent: if an invalidation they could have seen had come after this
+	// fill's lookup, the commit is refused (and they look again); if it
+	// came before, this value is newer than it. A caller joining after
+	// the commit could see an invalidation that followed it, and still
+	// be handed this value.
 	c.flight.Forget(key)
 	c.filling.Delete(key)
+	r := c.commit(ctx, key, o.value, o.ttl, o.keep, stale)
 	r.note = o.note
 	return r, nil
 }

@@ -225,6 +225,8 @@ func runChild() int {
 		return runFillerChild(ns, rdb, store)
 	case modeWaiter:
 		return runWaiterChild(ns, rdb, store)
+	case modeReadAfterWrite:
+		return runReadAfterWriteChild(ns)
 	default:
 		fmt.Printf("unknown %s %q\n", childModeEnv, mode)
 		return 2
