@@ -105,10 +105,10 @@ func doCtx(t *testing.T, ctx context.Context, h http.Handler, method, target str
 // all have been answered. Request 0 goes alone first; once the origin has
 // been called calls times (its fill in flight, held there until release),
 // requests 1 to n-1 follow, and release is called once each of them waits
-// on that fill, or after 10 s, leaving the caller's assertions to fail. So
-// every request but the first is known to be queued behind the fill: no
-// sleep guesses how long that takes.
-func herd(o *origin, calls int64, n int, release func(), send func(ctx context.Context, i int)) {
+// on that fill, or after 10 s, failing t. So every request but the first
+// is known to be queued behind the fill: no sleep guesses how long that
+// takes.
+func herd(t *testing.T, o *origin, calls int64, n int, release func(), send func(ctx context.Context, i int)) {
 	var wg sync.WaitGroup
 	wg.Go(func() { send(context.Background(), 0) })
 	o.waitCalls(calls)
@@ -124,6 +124,7 @@ wait:
 		select {
 		case <-parked:
 		case <-timeout.C:
+			t.Errorf("%d requests did not all queue behind the fill within 10s", n-1)
 			break wait
 		}
 	}
@@ -171,6 +172,18 @@ func newClockedCache(t *testing.T, d Driver, opts ...core.Option) (*core.Cache, 
 		append([]core.Option{core.WithNamespace("http-" + uniqueID())}, opts...)...)
 	testhook.SetClock(c, clock.Now)
 	return c, clock
+}
+
+// FakeClock gives c a fake clock to read freshness, ages and stale windows
+// from, for tests outside module core, and returns the function that moves
+// it forward: a test lets an entry go stale with advance instead of
+// sleeping. The clock stands still until advanced. Call FakeClock right
+// after [core.New], before c serves anything. The store still expires keys
+// on its own clock.
+func FakeClock(c *core.Cache) (advance func(d time.Duration)) {
+	clock := testhook.NewClock(time.Now())
+	testhook.SetClock(c, clock.Now)
+	return clock.Advance
 }
 
 // clockedStore expires keys on a fake clock as well as on the store's
@@ -550,7 +563,7 @@ func testCredentials(t *testing.T, d Driver) {
 		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
 		const n = 20
 		got := make([]response, n)
-		herd(o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
+		herd(t, o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
 			got[i] = doCtx(t, ctx, h, "GET", "/r", "Authorization", fmt.Sprint("user-", i))
 		})
 		for i, r := range got {
@@ -888,7 +901,7 @@ func testStale(t *testing.T, d Driver) {
 				got := make([]response, clients)
 				// The first client's refill is at the failing origin (its
 				// second call) while the other clients wait on it.
-				herd(o, 2, clients, func() { close(release) }, func(ctx context.Context, i int) {
+				herd(t, o, 2, clients, func() { close(release) }, func(ctx context.Context, i int) {
 					got[i] = doCtx(t, ctx, h, "GET", tc.target)
 				})
 				for i, g := range got {
@@ -1084,7 +1097,7 @@ func testVary(t *testing.T, d Driver) {
 		langs := []string{"en", "de", "fr"}
 		const n = 60
 		got := make([]response, n)
-		herd(o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
+		herd(t, o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
 			got[i] = doCtx(t, ctx, h, "GET", "/r", "Accept-Language", langs[i%len(langs)])
 		})
 		for i, r := range got {
@@ -1112,7 +1125,7 @@ func testConcurrency(t *testing.T, d Driver) {
 		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
 		const n = 20
 		got := make([]response, n)
-		herd(o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
+		herd(t, o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
 			got[i] = doCtx(t, ctx, h, "GET", "/r")
 		})
 		seen := map[string]bool{}
@@ -1135,7 +1148,7 @@ func testConcurrency(t *testing.T, d Driver) {
 		h := d.New(c, Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
 		const n = 50
 		bodies := make([]string, n)
-		herd(o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
+		herd(t, o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
 			r := httptest.NewRequestWithContext(ctx, "GET", "/r", nil)
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
