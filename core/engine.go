@@ -203,6 +203,11 @@ type result struct {
 	// invalidated after its lookup: only the caller that led it may be
 	// served its value.
 	fenced bool
+	// validAt is when the value was last known current in the store: the
+	// start of the lookup that read it, or the sending of the commit that
+	// stored it. A caller that joined a fill after that may have seen an
+	// invalidation that followed it, so it looks again instead.
+	validAt time.Time
 	// delivered and note come from the outcome of the fill this caller led.
 	delivered bool
 	note      any
@@ -232,10 +237,11 @@ type flight struct {
 // waiters retry.
 var errLeaderLeft = errors.New("flightcache: leader left before its fill started")
 
-// errFenced ends the wait of a caller that joined a fill whose commit an
-// invalidation refused: the caller may have arrived after the
-// invalidation, so it looks the key up again.
-var errFenced = errors.New("flightcache: fill fenced off by an invalidation")
+// errLookAgain ends the wait of a caller that joined a fill whose result
+// it may not be served: the fill's commit was refused by an invalidation
+// that the caller may have arrived after, or the caller joined after the
+// result was last known current. It looks the key up again.
+var errLookAgain = errors.New("flightcache: look again")
 
 // Fill states of a bound flight, for the leader's hand-over.
 const (
@@ -253,7 +259,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 				c.joined(key)
 			}
 			r, err := c.join(ctx, key, f, nil)
-			if err == errLeaderLeft || err == errFenced {
+			if err == errLeaderLeft || err == errLookAgain {
 				continue
 			}
 			return r, err
@@ -273,7 +279,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		} else {
 			r, err = c.join(ctx, key, f, nil)
 		}
-		if err == errLeaderLeft || err == errFenced {
+		if err == errLeaderLeft || err == errLookAgain {
 			continue
 		}
 		return r, err
@@ -303,7 +309,7 @@ func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result)
 	}
 	defer c.refreshing.Delete(key)
 	r, err := c.join(ctx, key, f, &stale) // a panic in the fetch goes on up
-	if err == nil || err == errLeaderLeft || err == errFenced || ctx.Err() != nil {
+	if err == nil || err == errLeaderLeft || err == errLookAgain || ctx.Err() != nil {
 		return r, err
 	}
 	c.stats.Stale.Add(1)
@@ -317,6 +323,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 	// state is touched only by this caller's closure, which singleflight
 	// runs if this caller leads, so it tells the leader from the waiters.
 	var state atomic.Int32
+	joinedAt := time.Now()
 	ch := c.flight.DoChan(key, func() (any, error) {
 		if !state.CompareAndSwap(flightPending, flightRunning) {
 			return result{}, errLeaderLeft
@@ -346,8 +353,12 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 		return r, nil // we led
 	}
 	r.delivered, r.note = false, nil // the leader's alone
-	if r.fenced {
-		return result{}, errFenced
+	if r.fenced || !r.validAt.IsZero() && joinedAt.After(r.validAt) {
+		// An invalidation this caller may have seen came after the
+		// fill's lookup (the commit was refused), or after the value was
+		// last known current. Callers that joined earlier asked before
+		// either, so the value is theirs.
+		return result{}, errLookAgain
 	}
 	if !r.shared {
 		return result{source: fromAlone}, nil
@@ -472,7 +483,9 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	if o.share == staleOnError {
 		// The stale entry is checked to be in place still: an invalidation
 		// since the lookup must not be undone by serving it.
+		checked := time.Now()
 		if stale.value != nil && !stale.pass && c.now().Sub(stale.storedAt.Add(stale.ttl)) < o.staleIfError && c.holds(ctx, key, stale.seen) {
+			stale.validAt = checked
 			if err != nil {
 				c.report(ctx, OpFetch, key, err)
 			}
@@ -496,15 +509,6 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	if o.ttl == 0 {
 		o.ttl = c.cfg.defaultTTL()
 	}
-	// Callers arriving from now on look the key up instead of joining
-	// this fill. Those that joined before asked before the commit was
-	// sent: if an invalidation they could have seen had come after this
-	// fill's lookup, the commit is refused (and they look again); if it
-	// came before, this value is newer than it. A caller joining after
-	// the commit could see an invalidation that followed it, and still
-	// be handed this value.
-	c.flight.Forget(key)
-	c.filling.Delete(key)
 	r := c.commit(ctx, key, o.value, o.ttl, o.keep, stale)
 	r.note = o.note
 	return r, nil
@@ -550,6 +554,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	enc := entry.Encode(now, ttl, value)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
+	mine.validAt = time.Now()
 	if seen.seen == nil {
 		stored, won, err := c.store.SetNX(sctx, key, enc, ttl+keep)
 		if err != nil {
@@ -564,7 +569,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 		switch {
 		case err == nil && e.Kind == entry.KindValue && c.fresh(e):
 			c.stats.LostCommits.Add(1)
-			return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill}
+			return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill, validAt: mine.validAt}
 		case err == nil && (e.Kind == entry.KindTombstone || e.Kind == entry.KindPurged) && !c.unfenced:
 			c.stats.FencedCommits.Add(1)
 			return uncommitted(true) // invalidated since our lookup
@@ -698,7 +703,7 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 	}
 	start := time.Now()
 	b, err := c.store.Get(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
-	miss := result{lookedAt: start}
+	miss := result{lookedAt: start, validAt: start}
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
 			c.report(ctx, OpGet, key, err)
@@ -719,7 +724,7 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 		miss.invalidated = true
 		return miss, false
 	}
-	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start}
+	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start, validAt: start}
 	if e.Kind == entry.KindPurged {
 		// Stale from the purge on, whatever its lifetime said.
 		r.ttl, r.invalidated = min(r.ttl, max(0, c.now().Sub(r.storedAt))), true

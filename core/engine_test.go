@@ -597,18 +597,19 @@ func TestColdHerdLooksUpOncePerProcess(t *testing.T) {
 	<-o.started
 	const herd = 200
 	var wg sync.WaitGroup
+	parked := make(chan struct{}, herd)
 	for range herd {
-		wg.Go(func() { c.Do(context.Background(), "k", o.fetch) })
+		ctx := &parkedContext{Context: context.Background(), parked: parked}
+		wg.Go(func() { c.Do(ctx, "k", o.fetch) })
 	}
-	time.Sleep(100 * time.Millisecond) // let the herd arrive and queue
+	waitParked(t, parked, herd) // the whole herd has joined the fill
 	close(o.release)
 	wg.Wait()
-	// The leader's lookup and its recheck under the lock, and one for
-	// each caller that arrived only after the fill (a hit); none for
-	// the callers that joined it.
+	// The leader's lookup and its recheck under the lock; none for the
+	// callers that joined its fill.
 	gets, hits, joined := counter.gets.Load(), c.Stats().Hits.Load(), c.Stats().Collapsed.Load()
-	if gets-hits > 2 || joined == 0 {
-		t.Errorf("%d callers (%d joined the fill, %d hit after it) made %d store lookups, want at most 2 besides the hits", herd, joined, hits, gets)
+	if gets != 2 || hits != 0 || joined != herd {
+		t.Errorf("%d callers (%d joined the fill, %d hit after it) made %d store lookups, want all joined and 2 lookups", herd, joined, hits, gets)
 	}
 	if n := o.calls.Load(); n != 1 {
 		t.Errorf("origin called %d times, want 1", n)

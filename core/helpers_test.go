@@ -218,3 +218,36 @@ func (s *redisServer) Stop() {
 func sanitize(name string) string {
 	return strings.NewReplacer("/", "-", " ", "-").Replace(name)
 }
+
+// parkedContext is a caller's context that reports on parked, once, when
+// the caller first waits on it. A caller that finds its key's fill in
+// flight in this process selects on its context's Done while it waits for
+// that fill, and nothing on its way there asks for Done earlier; so once
+// a fill's origin call has begun, the report means the caller is queued
+// behind it.
+type parkedContext struct {
+	context.Context
+	once   sync.Once
+	parked chan<- struct{} // room for every caller's report
+}
+
+func (c *parkedContext) Done() <-chan struct{} {
+	c.once.Do(func() { c.parked <- struct{}{} })
+	return c.Context.Done()
+}
+
+// waitParked returns once n callers have reported on parked, failing t
+// if they have not within 10s.
+func waitParked(t testing.TB, parked <-chan struct{}, n int) {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for i := range n {
+		select {
+		case <-parked:
+		case <-timeout.C:
+			t.Errorf("%d of %d callers queued behind the fill within 10s", i, n)
+			return
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/core/cachetest"
 	"github.com/flightcache/flightcache/core/internal/entry"
+	"github.com/flightcache/flightcache/core/internal/testhook"
 	"github.com/flightcache/flightcache/core/repotest"
 )
 
@@ -183,15 +184,17 @@ func TestLocalTierExpiresWithSharedFreshness(t *testing.T) {
 	forEachTierBackend(t, allTierBackends, func(t *testing.T, newProc func(opts ...core.Option) tierProc) {
 		ns := tierNamespace()
 		a, b := newProc(ns, core.WithLocalTier(1<<20)), newProc(ns, core.WithLocalTier(1<<20))
+		clock := testhook.NewClock(time.Now())
+		testhook.SetClock(a.c, clock.Now)
+		testhook.SetClock(b.c, clock.Now)
 		const fresh = 1500 * time.Millisecond
 		o := newOrigin()
 		o.ttl = fresh
-		filled := time.Now()
 		do(t, a.c, "k", o.fetch)
 
 		// B copies the entry halfway through its freshness: the copy must
 		// end with the shared entry's freshness, not a full lifetime later.
-		time.Sleep(fresh / 2)
+		clock.Advance(fresh / 2)
 		if got := do(t, b.c, "k", noFetch(t)); got != "value-1" {
 			t.Fatalf("read halfway = %q, want value-1", got)
 		}
@@ -203,7 +206,7 @@ func TestLocalTierExpiresWithSharedFreshness(t *testing.T) {
 			t.Fatal("second read halfway was not served by the local tier")
 		}
 
-		time.Sleep(time.Until(filled.Add(fresh + 100*time.Millisecond)))
+		clock.Advance(fresh/2 + 100*time.Millisecond)
 		hits = b.c.Stats().LocalHits.Load()
 		if got := do(t, b.c, "k", o.fetch); got != "value-2" {
 			t.Errorf("read after the shared entry's freshness = %q, want value-2 (refilled)", got)
@@ -434,6 +437,8 @@ func TestLocalTierNeverKeepsPassMarkersOrCorruptEntries(t *testing.T) {
 func TestLocalTierStaleEntryIsRevalidated(t *testing.T) {
 	forEachTierBackend(t, allTierBackends, func(t *testing.T, newProc func(opts ...core.Option) tierProc) {
 		p := newProc(tierNamespace(), core.WithLocalTier(1<<20))
+		clock := testhook.NewClock(time.Now())
+		testhook.SetClock(p.c, clock.Now)
 		var conditional atomic.Int64
 		handler := func(w http.ResponseWriter, r *http.Request) error {
 			w.Header().Set("ETag", `"v1"`)
@@ -453,7 +458,7 @@ func TestLocalTierStaleEntryIsRevalidated(t *testing.T) {
 		// Stale now, but kept in the shared store for revalidation: the
 		// next request must revalidate it with the handler, not be served
 		// the local copy.
-		time.Sleep(1100 * time.Millisecond)
+		clock.Advance(2 * time.Second)
 		rec := serveItem(t, p, "GET", handler)
 		if got := rec.Body.String(); rec.Code != http.StatusOK || got != "body" {
 			t.Errorf("GET after staleness = %d %q, want 200 body", rec.Code, got)

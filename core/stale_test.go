@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flightcache/flightcache/core"
+	"github.com/flightcache/flightcache/core/internal/testhook"
 )
 
 // TestStaleWhileRevalidateFleetWide lets an entry go stale, then sends a
@@ -22,11 +23,21 @@ func TestStaleWhileRevalidateFleetWide(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
 		var log errorLog
 		cs := caches(t, 3, newStore, namespace(t), core.WithObserver(log.observe))
-		var calls atomic.Int64
+		clock := testhook.NewClock(time.Now())
+		for _, c := range cs {
+			testhook.SetClock(c, clock.Now)
+		}
+		const clients = 60
+		var calls, answered atomic.Int64
 		handler := func(w http.ResponseWriter, r *http.Request) error {
 			n := calls.Add(1)
 			if n > 1 {
-				time.Sleep(300 * time.Millisecond) // a slow refresh
+				// The refresh holds until every other client has been
+				// answered: none of them may wait for it.
+				deadline := time.Now().Add(10 * time.Second)
+				for answered.Load() < clients-1 && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
 			}
 			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
 			fmt.Fprintf(w, "version %d", n)
@@ -40,9 +51,8 @@ func TestStaleWhileRevalidateFleetWide(t *testing.T) {
 			return w.Body.String(), w.Header().Get("X-Cache")
 		}
 		serve(cs[0])
-		time.Sleep(1100 * time.Millisecond) // stale now
+		clock.Advance(2 * time.Second) // stale now
 
-		const clients = 60
 		bodies := make([]string, clients)
 		start := make(chan struct{})
 		var wg sync.WaitGroup
@@ -50,6 +60,7 @@ func TestStaleWhileRevalidateFleetWide(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				bodies[i], _ = serve(cs[i%len(cs)])
+				answered.Add(1)
 			})
 		}
 		close(start)
@@ -71,8 +82,8 @@ func TestStaleWhileRevalidateFleetWide(t *testing.T) {
 		for _, c := range cs {
 			served += c.Stats().Stale.Load()
 		}
-		if stale == 0 || served != int64(stale) {
-			t.Errorf("%d clients got the stale value, Stats().Stale says %d; want them equal and above 0", stale, served)
+		if stale != clients-1 || served != int64(stale) {
+			t.Errorf("%d clients got the stale value, Stats().Stale says %d; want both %d: all but the refreshing client, at once", stale, served, clients-1)
 		}
 		if body, xcache := serve(cs[1]); body != "version 2" || xcache != "HIT" {
 			t.Errorf("after the refresh: %q X-Cache %q, want a HIT of version 2", body, xcache)
@@ -93,6 +104,10 @@ func TestStaleIfErrorFleetWide(t *testing.T) {
 		var log errorLog
 		const procs = 3
 		cs := caches(t, procs, newStore, namespace(t), core.WithObserver(log.observe))
+		clock := testhook.NewClock(time.Now())
+		for _, c := range cs {
+			testhook.SetClock(c, clock.Now)
+		}
 		var calls atomic.Int64
 		handler := func(w http.ResponseWriter, r *http.Request) error {
 			if n := calls.Add(1); n > 1 {
@@ -113,7 +128,7 @@ func TestStaleIfErrorFleetWide(t *testing.T) {
 			return w.Code, w.Body.String(), w.Header().Get("X-Cache")
 		}
 		serve(cs[0])
-		time.Sleep(1100 * time.Millisecond) // stale now
+		clock.Advance(2 * time.Second) // stale now
 
 		const clients = 60
 		type got struct {

@@ -116,6 +116,7 @@ func TestStaleIfErrorOnHandlerError(t *testing.T) {
 	s := core.NewMemoryStore(0)
 	t.Cleanup(func() { s.Close() })
 	c := core.New(s, core.WithObserver(func(err error) { observed = append(observed, err) }))
+	advance := cachetest.FakeClock(c)
 	e := echo.New()
 	e.HTTPErrorHandler = func(err error, c echo.Context) {
 		t.Errorf("echo's error handler ran with %v; the stale entry should have answered", err)
@@ -130,7 +131,7 @@ func TestStaleIfErrorOnHandlerError(t *testing.T) {
 		return c.String(http.StatusOK, "version 1")
 	})
 	do(t, e, "GET", "/r")
-	time.Sleep(1100 * time.Millisecond)
+	advance(2 * time.Second) // stale now
 	got := do(t, e, "GET", "/r")
 	if got.status != http.StatusOK || got.body != "version 1" || got.header.Get("X-Cache") != "STALE" {
 		t.Errorf("failed refill = %d %q X-Cache %q, want the stale version 1", got.status, got.body, got.header.Get("X-Cache"))
