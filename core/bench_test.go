@@ -140,3 +140,57 @@ func BenchmarkLocalTierHit(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPurge measures one invalidation per iteration on real Redis,
+// beside a hit on the same Redis as the baseline: a hard purge (one MULTI
+// with the tombstone and its PUBLISH), a soft purge of a stored entry (a
+// GET and a WATCHed replace), and a PurgeURL. It reports the p50 and p99
+// latency of the purges.
+func BenchmarkPurge(b *testing.B) {
+	addr := realRedisAddr(b)
+	s := core.NewRedisStore(newClient(b, addr))
+	b.Cleanup(func() { s.Close() })
+	c := core.New(s, namespace(b))
+	ctx := context.Background()
+	fill := func(key string) {
+		if _, err := c.Do(ctx, key, func(context.Context) ([]byte, time.Duration, error) {
+			return []byte("value"), time.Hour, nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name    string
+		prepare func(i int) // untimed
+		op      func(i int) error
+	}{
+		{"op=hit", nil, func(int) error { fill("hit"); return nil }},
+		{"op=purge", nil, func(i int) error { return c.Purge(ctx, fmt.Sprint("k", i%64)) }},
+		{"op=soft", func(i int) { fill(fmt.Sprint("s", i)) }, func(i int) error {
+			return c.Purge(ctx, fmt.Sprint("s", i), core.Soft()) // a stored entry, kept as purged
+		}},
+		{"op=url", nil, func(i int) error { return c.PurgeURL(ctx, fmt.Sprintf("https://shop.example/p/%d", i%64)) }},
+	}
+	fill("hit")
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var lat []time.Duration
+			for i := 0; b.Loop(); i++ {
+				if tc.prepare != nil {
+					b.StopTimer()
+					tc.prepare(i)
+					b.StartTimer()
+				}
+				start := time.Now()
+				if err := tc.op(i); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}

@@ -82,3 +82,54 @@ func ExampleDoNotStore() {
 func loadPrices(context.Context) (string, error) {
 	return "", errors.New("price service down")
 }
+
+func ExampleCache_PurgeURL() {
+	store := core.NewMemoryStore(0)
+	defer store.Close()
+	c := core.New(store)
+	mw := c.Middleware()
+
+	price := "10 EUR" // the database
+	product := func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=3600")
+		fmt.Fprint(w, price)
+		return nil
+	}
+	get := func() string {
+		w := httptest.NewRecorder()
+		mw.Serve(w, httptest.NewRequest("GET", "https://shop.example/products/42", nil), "", product)
+		return w.Body.String() + " " + w.Header().Get("X-Cache")
+	}
+	fmt.Println(get())
+	fmt.Println(get())
+
+	price = "12 EUR" // a write to the database, then the purge
+	if err := c.PurgeURL(context.Background(), "https://shop.example/products/42"); err != nil {
+		fmt.Println("purge failed:", err) // Redis down: retry or report
+	}
+	fmt.Println(get())
+	// Output:
+	// 10 EUR MISS
+	// 10 EUR HIT
+	// 12 EUR MISS
+}
+
+func ExampleCache_Purge() {
+	store := core.NewMemoryStore(0)
+	defer store.Close()
+	c := core.New(store)
+	version := 1
+	render := func(ctx context.Context) ([]byte, time.Duration, error) {
+		return []byte(fmt.Sprintf("report v%d", version)), time.Hour, nil
+	}
+	v, _ := c.Do(context.Background(), "report:2026-11", render)
+	fmt.Println(string(v))
+
+	version = 2
+	c.Purge(context.Background(), "report:2026-11")
+	v, _ = c.Do(context.Background(), "report:2026-11", render)
+	fmt.Println(string(v))
+	// Output:
+	// report v1
+	// report v2
+}
