@@ -28,6 +28,17 @@
 // [NewMemoryStore] gives the same behaviour within one process, without
 // Redis.
 //
+// # Writes
+//
+// [Cache.Purge] (a Do key) and [Cache.PurgeURL] (a URL and its variants)
+// invalidate an entry in every process; an unsafe request through the
+// middleware does the same for its URL. An invalidation writes a tombstone
+// with random bytes in place of the entry, and a fill commits only if the
+// key still holds what its own lookup read, so a fill that began before
+// the invalidation cannot store what it fetched: once the purge returned,
+// no request that starts later is served the old version. [Soft] keeps
+// the entry, marked stale, for stale-while-revalidate.
+//
 // # HTTP
 //
 // On top of the engine, [Middleware.Serve] caches HTTP responses: it
