@@ -429,7 +429,7 @@ func unsafeMethod(method string) bool {
 }
 
 // serveUnsafe passes an unsafe request (POST, PUT, PATCH, DELETE or an
-// unknown method) through and, when the handler answers 2xx or 3xx,
+// unknown method) through and, when the handler answers 2xx,
 // invalidates the stored entries for its URL and for the same-host URLs in
 // its Location and Content-Location headers, in the shared store: every
 // process stops serving them (RFC 9111, section 4.4).
@@ -442,7 +442,10 @@ func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, patter
 	rt.c.mark(w.Header(), "BYPASS", "fwd=method")
 	sw := &statusWriter{ResponseWriter: w}
 	sw.beforeStatus = func(status int) {
-		if status >= 200 && status < 400 {
+		// Only a success says the resource changed: a redirect (a
+		// router's to a clean path, a handler's after any POST) does
+		// not, and would let any client wipe a page fleet-wide.
+		if status >= 200 && status < 300 {
 			rt.invalidateTargets(r, pattern, sw.Header())
 		}
 	}

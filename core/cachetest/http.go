@@ -731,6 +731,28 @@ func testUnsafe(t *testing.T, d Driver) {
 			t.Errorf("GET after POST = %q (X-Cache %q), want a fresh version 1", got.body, got.header.Get("X-Cache"))
 		}
 	})
+
+	// A redirect says nothing about its target having changed: a router
+	// redirecting an unclean path, or a handler redirecting any POST (a
+	// logout to "/"), must not let anyone wipe a page fleet-wide.
+	t.Run("RedirectDoesNotInvalidate", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if r.Method == http.MethodPost {
+				http.Redirect(w, r, "/r", http.StatusSeeOther)
+				return
+			}
+			w.Header().Set("Cache-Control", "max-age=3600")
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		if got := do(t, h, "POST", "/r"); got.status != http.StatusSeeOther {
+			t.Fatalf("POST = %d, want 303", got.status)
+		}
+		if got := do(t, h, "GET", "/r"); got.body != "call 1" || got.header.Get("X-Cache") != "HIT" {
+			t.Errorf("GET after a POST answered with a redirect = %q (X-Cache %q), want the stored call 1", got.body, got.header.Get("X-Cache"))
+		}
+	})
 }
 
 // testFreshness tests freshness lifetimes and Age, on a fake clock.
