@@ -270,7 +270,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		v := entry.Variants{Names: names, Generation: newGeneration()}
 		vkey := storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r))
 		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep, began), generation: v.Generation}
-		return outcome{value: entry.EncodeVariants(v), ttl: VariantIndexTTL, note: own}, nil
+		return outcome{value: entry.EncodeVariants(v), ttl: min(ttl+keep, VariantIndexTTL), note: own}, nil
 	case !subset(names, index.Names):
 		// The URL now varies on headers its index does not name: this
 		// response cannot be filed under it. Drop the index, so that the

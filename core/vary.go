@@ -25,9 +25,13 @@ import (
 // [Middleware.Serve]) therefore retires all its variants in every process at
 // once; they are left to expire.
 
-// VariantIndexTTL is how long the index of a varying URL's variants stays
-// in the store. Its variants expire on their own freshness; the index
-// only outlives them, as it costs a few bytes and its loss retires them.
+// VariantIndexTTL caps how long the index of a varying URL's variants
+// stays in the store. An index lives as long as the first variant it was
+// made for is kept (its freshness plus the time kept for revalidation or
+// stale serving), at most this long: indexes are bounded by the entries
+// they index, so junk queries cannot fill the store with long-lived
+// indexes. Once an index is gone, the next request starts a new one,
+// retiring the variants of the old.
 const VariantIndexTTL = 24 * time.Hour
 
 // variedOn returns the request header names in h's Vary that the route's

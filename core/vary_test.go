@@ -72,3 +72,4 @@ func TestVaryVariantsFleetWide(t *testing.T) {
 		}
 	})
 }
+

@@ -159,6 +159,13 @@ func newCache(t *testing.T, d Driver, opts ...core.Option) *core.Cache {
 // entry go stale with clock.Advance instead of sleeping. The store expires
 // keys on the fake clock too (clockedStore), as well as on its own.
 func newClockedCache(t *testing.T, d Driver, opts ...core.Option) (*core.Cache, *testhook.Clock) {
+	c, store := newCacheOnClockedStore(t, d, opts...)
+	return c, store.clock
+}
+
+// newCacheOnClockedStore is newClockedCache, returning the store the
+// cache writes through, which records what it was given.
+func newCacheOnClockedStore(t *testing.T, d Driver, opts ...core.Option) (*core.Cache, *clockedStore) {
 	var s core.Store
 	if d.Store != nil {
 		s = d.Store(t)
@@ -168,10 +175,10 @@ func newClockedCache(t *testing.T, d Driver, opts ...core.Option) (*core.Cache, 
 		s = m
 	}
 	clock := testhook.NewClock(time.Now())
-	c := core.New(&clockedStore{Store: s, clock: clock, expires: map[string]time.Time{}},
-		append([]core.Option{core.WithNamespace("http-" + uniqueID())}, opts...)...)
+	store := &clockedStore{Store: s, clock: clock, expires: map[string]time.Time{}}
+	c := core.New(store, append([]core.Option{core.WithNamespace("http-" + uniqueID())}, opts...)...)
 	testhook.SetClock(c, clock.Now)
-	return c, clock
+	return c, store
 }
 
 // FakeClock gives c a fake clock to read freshness, ages and stale windows
@@ -193,8 +200,9 @@ func FakeClock(c *core.Cache) (advance func(d time.Duration)) {
 type clockedStore struct {
 	core.Store
 	clock   *testhook.Clock
-	mu      sync.Mutex           // guards expires; held across a SetNX
+	mu      sync.Mutex           // guards expires and longest; held across a SetNX
 	expires map[string]time.Time // by the fake clock
+	longest time.Duration        // the longest lifetime a value was stored with
 }
 
 func (s *clockedStore) expired(key string) bool {
@@ -233,6 +241,7 @@ func (s *clockedStore) SetNX(ctx context.Context, key string, value []byte, ttl 
 	stored, won, err := s.Store.SetNX(ctx, key, value, ttl)
 	if won {
 		s.expires[key] = s.clock.Now().Add(ttl)
+		s.longest = max(s.longest, ttl)
 	}
 	return stored, won, err
 }
@@ -243,6 +252,7 @@ func (s *clockedStore) Replace(ctx context.Context, key string, old, value []byt
 	ok, err := s.Store.Replace(ctx, key, old, value, ttl)
 	if ok {
 		s.expires[key] = s.clock.Now().Add(ttl)
+		s.longest = max(s.longest, ttl)
 	}
 	return ok, err
 }
@@ -1236,6 +1246,28 @@ func reflector(w http.ResponseWriter, r *http.Request) {
 // testSecurity tests what an anonymous request can and cannot make the
 // cache do to other users' responses.
 func testSecurity(t *testing.T, d Driver) {
+	// Junk queries on a varying URL each create a variant index: those
+	// must not outlive the responses they index (they lived a day).
+	t.Run("VariantIndexBoundedByItsVariants", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "max-age=1")
+			w.Header().Set("Vary", "Accept-Language")
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		c, store := newCacheOnClockedStore(t, d)
+		h := d.New(c, Server{Global: []core.PolicyOption{core.MaxKeys(20)}, Endpoints: endpoint(o.ServeHTTP)})
+		for i := range 50 {
+			req := httptest.NewRequest("GET", fmt.Sprintf("/r?junk=%d", i), nil)
+			req.Header.Set("Accept-Language", "fr")
+			h.ServeHTTP(httptest.NewRecorder(), req)
+		}
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		if store.longest > time.Second {
+			t.Errorf("longest stored lifetime = %v, want at most the responses' 1s", store.longest)
+		}
+	})
+
 	t.Run("RequestNoCacheCannotForceOriginCalls", func(t *testing.T) {
 		o := &origin{}
 		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
