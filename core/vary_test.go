@@ -72,4 +72,3 @@ func TestVaryVariantsFleetWide(t *testing.T) {
 		}
 	})
 }
-
