@@ -69,8 +69,15 @@ var bypassHeaders = []string{
 // leaves out: then only responses that say they may be shared with such
 // requests are served to it or stored from it (RFC 9111, section 3.5).
 func (p *policy) credentialed(r *http.Request) bool {
-	_, ok := r.Header["Authorization"]
-	return ok && !slices.Contains(p.headerKeys, "Authorization")
+	if _, ok := r.Header["Authorization"]; ok && !slices.Contains(p.headerKeys, "Authorization") {
+		return true
+	}
+	for _, name := range p.credentialHeaders {
+		if _, ok := r.Header[name]; ok && !slices.Contains(p.headerKeys, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // keyedHeaders are request headers that are always part of the key: a

@@ -87,7 +87,9 @@ var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 // "<namespace>:{<hash of the key>}". It must be 1 to 64 characters from
 // [A-Za-z0-9_.:-], so "myapp:cache" is fine; braces are refused because
 // they would change the Redis Cluster hash slot. The default is
-// "flightcache".
+// "flightcache": give every service its own namespace, or two services
+// behind one host name that share a Redis serve each other's responses
+// (the key is the URL, not the service).
 func WithNamespace(ns string) Option {
 	if !namespacePattern.MatchString(ns) {
 		panic(fmt.Sprintf("flightcache: WithNamespace(%q): want 1 to 64 characters from [A-Za-z0-9_.:-]", ns))

@@ -19,6 +19,7 @@ type policy struct {
 	queryKeys          []string // nil: every parameter is part of the key
 	ignoreQuery        []string
 	headerKeys         []string // canonical request header names in the key
+	credentialHeaders  []string // canonical request header names treated like Authorization
 	fixedHost          bool     // key on host instead of the request's Host
 	host               string   // lower case; "" with fixedHost: no host in the key
 	keyFunc            func(*http.Request) string
@@ -127,6 +128,24 @@ func KeyHeaders(names ...string) PolicyOption {
 	}
 	slices.Sort(canon)
 	return policyOptionFunc(func(p *policy) { p.headerKeys = canon })
+}
+
+// CredentialHeaders names request headers that carry credentials, such as
+// an API key in X-Api-Key, to be treated like Authorization: a request
+// that sends one (and whose route does not key on it with [KeyHeaders])
+// is served only stored responses that say they may be shared with
+// authenticated requests (public, s-maxage or must-revalidate), and its
+// own response is stored only when it says so too; otherwise it goes to
+// the handler, uncached, and waiters on its fill run their own. Without
+// it, a custom credential header is just another header: an API that
+// answers each customer under one URL, without Vary or Cache-Control,
+// would have one customer's response served to the next.
+func CredentialHeaders(names ...string) PolicyOption {
+	canon := make([]string, len(names))
+	for i, n := range names {
+		canon[i] = http.CanonicalHeaderKey(n)
+	}
+	return policyOptionFunc(func(p *policy) { p.credentialHeaders = canon })
 }
 
 // KeyHost sets the host part of the cache key, which is otherwise the

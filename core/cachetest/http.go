@@ -562,6 +562,24 @@ func testCredentials(t *testing.T, d Driver) {
 		}
 	})
 
+	// An API authenticating with its own header, answering each customer
+	// under one URL with no Vary or Cache-Control: declared, the header
+	// is treated like Authorization.
+	t.Run("CredentialHeadersTreatedLikeAuthorization", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			fmt.Fprintf(w, "account of %s", r.Header.Get("X-Api-Key"))
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{core.CredentialHeaders("x-api-key")}, Endpoints: endpoint(o.ServeHTTP)})
+		first := do(t, h, "GET", "/r", "X-Api-Key", "customer-1")
+		second := do(t, h, "GET", "/r", "X-Api-Key", "customer-2")
+		if first.body != "account of customer-1" || second.body != "account of customer-2" {
+			t.Errorf("customers got %q then %q, want each their own account", first.body, second.body)
+		}
+		if anon := do(t, h, "GET", "/r"); strings.Contains(anon.body, "customer") {
+			t.Errorf("an anonymous request got %q, a customer's response", anon.body)
+		}
+	})
+
 	t.Run("CredentialsStoreWhatSaysPublic", func(t *testing.T) {
 		o := whoami(&origin{})
 		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
