@@ -78,6 +78,9 @@ type fill struct {
 	limit        *keyLimiter // nil: no MaxKeys
 }
 
+// keyLimited is the note of a fill over its route's key limit ([MaxKeys]).
+type keyLimited struct{}
+
 // ownVariant is the note a fill that started a variant index hands back
 // to the request that led it: the first variant, stored under the index
 // of that generation.
@@ -196,11 +199,11 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, stale []byte) (outcome, error) {
 	c, p := f.rt.c, f.p
 	began := time.Now()
-	if f.limit != nil && !f.limit.admit(key, c.now()) {
-		// Over the route's key limit: this request alone, uncached.
-		c.mark(f.w.Header(), "BYPASS", "fwd=bypass; detail=key-limit")
-		return outcome{share: sharePersonal, delivered: true}, f.next(f.w, f.r)
-	}
+	// Over the route's key limit, the response is not stored, but the
+	// requests waiting on this fill still share it: a budget spent by
+	// junk queries must not turn a herd on a new key into a herd of
+	// origin calls.
+	overLimit := f.limit != nil && !f.limit.admit(key, c.now())
 	// A stale stored response with the upstream's validators is
 	// revalidated: the fill asks conditionally, and a 304 freshens the
 	// stored response instead of replacing it.
@@ -259,6 +262,15 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	}
 	withETag(resp)
 	names := p.variedOn(resp.Header)
+	if overLimit {
+		// Shared only with requests it may be served to: not one that
+		// varies (they may differ in what it varies on).
+		share := shareCallers
+		if len(names) > 0 || varyAll(resp.Header) {
+			share = sharePersonal
+		}
+		return outcome{value: entry.EncodeResponse(resp), share: share, note: keyLimited{}}, nil
+	}
 	switch {
 	case len(names) == 0:
 		return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep}, nil
@@ -348,7 +360,11 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	var buf [96]byte
 	status := append(buf[:0], "flightcache; "...)
 	simple := "HIT"
+	_, limited := res.note.(keyLimited)
 	switch {
+	case limited:
+		simple = "BYPASS"
+		status = append(status, "fwd=bypass; detail=key-limit"...)
 	case res.source == fromFill && !res.shared:
 		simple = "BYPASS"
 		status = strconv.AppendInt(append(status, "fwd=uri-miss; fwd-status="...), int64(resp.Status), 10)

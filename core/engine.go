@@ -163,6 +163,10 @@ const (
 	// sharePersonal: like shareNone, without the marker: the value was
 	// personal to the fetching caller and says nothing about the key.
 	sharePersonal
+	// shareCallers: served to every caller of the fill in this process,
+	// but neither stored nor marked (the HTTP layer: a route over its key
+	// budget still collapses a herd on a new key into one origin call).
+	shareCallers
 	// staleOnError: the fetch failed. If the key's stale entry is within
 	// staleIfError past its freshness, every caller of the fill is served
 	// that entry instead; otherwise the outcome stands, an error as an
@@ -504,6 +508,9 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 		c.markPass(ctx, key)
 		return mine, nil
 	case sharePersonal:
+		return mine, nil
+	case shareCallers:
+		mine.shared, mine.validAt = true, time.Now()
 		return mine, nil
 	}
 	if o.ttl == 0 {

@@ -10,7 +10,10 @@ import (
 // per [TTL] period: once n keys were filled in the last TTL, a miss on
 // yet another key is answered by the handler and not stored (marked
 // BYPASS, Cache-Status "fwd=bypass; detail=key-limit"), until the oldest
-// keys age out. Hits are always served. It caps what a client that
+// keys age out. Requests for such a key that arrive while its fill runs
+// still share that one response (unless it varies, or is personal), so a
+// herd on a new key costs one origin call even with the budget spent.
+// Hits are always served. It caps what a client that
 // invents query strings or path segments can make a route store; with P
 // processes the fleet stores at most P×n keys of the route per TTL.
 //

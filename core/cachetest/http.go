@@ -426,6 +426,36 @@ func testKeys(t *testing.T, d Driver) {
 		}
 	})
 
+	// Junk queries spend a route's key budget; a herd on a new popular
+	// key must still make one origin call, not one per request.
+	t.Run("MaxKeysStillCollapses", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if n == 2 {
+				<-release // the herd's leader: hold the others behind it
+			}
+			fmt.Fprintf(w, "call %d", n)
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{core.MaxKeys(1)}, Endpoints: endpoint(o.ServeHTTP)})
+		do(t, h, "GET", "/r?junk=1") // spends the budget
+		const n = 20
+		got := make([]response, n)
+		herd(t, o, 2, n, func() { close(release) }, func(ctx context.Context, i int) {
+			got[i] = doCtx(t, ctx, h, "GET", "/r?popular=1")
+		})
+		if calls := o.calls.Load(); calls != 2 {
+			t.Errorf("origin called %d times for the junk key and a herd of %d on a new key over the limit, want 2", calls, n)
+		}
+		for i, r := range got {
+			if r.body != "call 2" {
+				t.Errorf("request %d got %q, want the herd's one call 2", i, r.body)
+			}
+		}
+		if got := do(t, h, "GET", "/r?popular=1"); got.header.Get("X-Cache") == "HIT" {
+			t.Errorf("the key over the limit was stored: X-Cache %q", got.header.Get("X-Cache"))
+		}
+	})
+
 	t.Run("MaxKeysBoundsARoutesKeys", func(t *testing.T) {
 		o := &origin{}
 		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{core.MaxKeys(2)}, Endpoints: endpoint(o.ServeHTTP)})
