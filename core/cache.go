@@ -180,7 +180,9 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 		}
 	}()
 	return f.rt.c.load(f.r.Context(), key, flight{
-		bound: true,
+		bound:       true,
+		solo:        f.credentialed,
+		ownFailures: true,
 		fetch: func(ctx context.Context, stale []byte) (outcome, error) {
 			return f.fetch(ctx, key, index, stale)
 		},
@@ -240,8 +242,9 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	if rec.doNotStore {
 		// The handler said so ([DoNotStore]): this request's alone. No
 		// uncacheable marker: one request's signal must not switch
-		// caching off for the URL.
-		return outcome{value: entry.EncodeResponse(resp), share: sharePersonal}, nil
+		// caching off for the URL; the requests waiting on it get their
+		// own answer.
+		return outcome{value: entry.EncodeResponse(resp), share: shareLeader}, nil
 	}
 	if resp.Status == http.StatusNotModified && validated {
 		resp = freshen(old, resp.Header)
@@ -254,6 +257,15 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		return outcome{value: entry.EncodeResponse(resp), share: sharePersonal}, nil
 	}
 	if !ok {
+		if resp.Status >= 400 {
+			// An error the request may have caused itself (a 401 for its
+			// missing credentials, a 406 for its Accept, a 5xx its headers
+			// triggered): not evidence that the URL cannot be cached, so
+			// no marker, and not an answer for the requests waiting on it.
+			return outcome{value: entry.EncodeResponse(resp), share: shareLeader}, nil
+		}
+		// The response itself says it may not be shared (no-store,
+		// private, Set-Cookie, Vary: *): true of the URL, for now.
 		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
 	keep := max(p.staleWindow(resp.Header), p.staleIfErrorWindow(resp.Header))

@@ -163,6 +163,11 @@ const (
 	// sharePersonal: like shareNone, without the marker: the value was
 	// personal to the fetching caller and says nothing about the key.
 	sharePersonal
+	// shareLeader: for the fetching caller only, neither stored nor
+	// marked; the callers that joined the fill look again, one new leader
+	// at a time (the HTTP layer: an error status that the leading request
+	// may have caused itself, with its own headers).
+	shareLeader
 	// shareCallers: served to every caller of the fill in this process,
 	// but neither stored nor marked (the HTTP layer: a route over its key
 	// budget still collapses a herd on a new key into one origin call).
@@ -203,10 +208,13 @@ type result struct {
 	seen        []byte
 	lookedAt    time.Time
 	invalidated bool
-	// fenced says the fill's commit was refused because the key was
-	// invalidated after its lookup: only the caller that led it may be
-	// served its value.
-	fenced bool
+	// leaderOnly says only the caller that led the fill may be served
+	// its value; the callers that joined it look again, one new leader at
+	// a time. So it is when the fill's commit was refused because the key
+	// was invalidated after its lookup (they may have arrived after the
+	// invalidation), and when the outcome was for its leader alone
+	// (shareLeader: what one request triggered is not handed to others).
+	leaderOnly bool
 	// validAt is when the value was last known current in the store: the
 	// start of the lookup that read it, or the sending of the commit that
 	// stored it. A caller that joined a fill after that may have seen an
@@ -229,6 +237,17 @@ type flight struct {
 	// started, that caller waits for it even after its context ends, and
 	// a fetch whose caller left before it started does not run.
 	bound bool
+	// solo means no other caller may wait on this caller's fill (its
+	// answer may be personal: an HTTP request with credentials): on a
+	// miss it fetches by itself, without joining or leading this
+	// process's fill or taking the key's lock, and commits only what its
+	// outcome says may be shared.
+	solo bool
+	// ownFailures means a fetch's error or panic belongs to the caller
+	// whose fetch failed (an HTTP request's own headers can make its
+	// handler fail): the callers that joined it look again, one new
+	// leader at a time, instead of receiving it.
+	ownFailures bool
 	// staleOK, if set, reports whether a stale stored value may still be
 	// served while it is refreshed (stale-while-revalidate). Then one
 	// caller per process tries to refresh it, and is the only one to
@@ -276,6 +295,9 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		c.stats.Misses.Add(1)
 		if r.pass {
 			return result{source: fromAlone}, nil
+		}
+		if f.solo {
+			return c.fetch(ctx, key, f.fetch, nil, r)
 		}
 		var err error
 		if r.value != nil && f.staleOK != nil && f.staleOK(r) {
@@ -345,19 +367,23 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 		}
 		res = <-ch // our own bound fill is running: it may not outlive us
 	}
+	led := state.Load() == flightRunning
 	var p *panicError
-	if errors.As(res.Err, &p) {
-		panic(p) // in every caller; the HTTP layer unwraps what net/http needs
+	if errors.As(res.Err, &p) && (led || !f.ownFailures) {
+		panic(p) // the HTTP layer unwraps what net/http needs
 	}
 	if res.Err != nil {
+		if !led && f.ownFailures && res.Err != errLeaderLeft {
+			return result{}, errLookAgain // the leader's failure is its own
+		}
 		return result{}, res.Err
 	}
 	r := res.Val.(result)
-	if state.Load() == flightRunning {
-		return r, nil // we led
+	if led {
+		return r, nil
 	}
 	r.delivered, r.note = false, nil // the leader's alone
-	if r.fenced || !r.validAt.IsZero() && joinedAt.After(r.validAt) {
+	if r.leaderOnly || !r.validAt.IsZero() && joinedAt.After(r.validAt) {
 		// An invalidation this caller may have seen came after the
 		// fill's lookup (the commit was refused), or after the value was
 		// last known current. Callers that joined earlier asked before
@@ -509,6 +535,9 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 		return mine, nil
 	case sharePersonal:
 		return mine, nil
+	case shareLeader:
+		mine.leaderOnly = true
+		return mine, nil
 	case shareCallers:
 		mine.shared, mine.validAt = true, time.Now()
 		return mine, nil
@@ -547,7 +576,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	now := time.UnixMilli(c.now().UnixMilli()) // the precision stored
 	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
 	uncommitted := func(fenced bool) result {
-		mine.storedAt, mine.fenced = time.Time{}, fenced
+		mine.storedAt, mine.leaderOnly = time.Time{}, fenced
 		return mine
 	}
 	if c.unfenced {
