@@ -92,6 +92,7 @@ func TestRangesBounded(t *testing.T) {
 		{"Malformed", "bytes=0-9,x-y", size, false},
 		{"SignedStart", "bytes=0-9,+20-29", size, false},
 		{"EndBeforeStart", "bytes=0-9,30-20", size, false},
+		{"EmptySuffixes", "bytes=0-9,-0,-0,-0", size, false},
 		{"OneByteOverlappingAttack", many(60000, func(int) string { return "0-0" }), 256 << 10, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
