@@ -686,7 +686,7 @@ func (rt *Middleware) invalidateTargets(r *http.Request, pattern string, h http.
 	}
 	targets := []*url.URL{r.URL}
 	for _, name := range []string{"Location", "Content-Location"} {
-		if v := headerValue(h, name); v != "" {
+		if v := fieldValue(h, name); v != "" {
 			if u, err := r.URL.Parse(v); err == nil && (u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
 				targets = append(targets, u)
 			}
@@ -699,6 +699,21 @@ func (rt *Middleware) invalidateTargets(r *http.Request, pattern string, h http.
 			c.invalidate(r.Context(), storeKey(c.cfg.namespace, key), false)
 		}
 	}
+}
+
+// fieldValue is h.Get(name) for a response header a handler wrote, whose
+// field names may be in any case: net/http sends w.Header()["location"]
+// as written, so the cache must read it as Location too.
+func fieldValue(h http.Header, name string) string {
+	if v := headerValue(h, name); v != "" {
+		return v
+	}
+	for k, vs := range h {
+		if len(vs) > 0 && strings.EqualFold(k, name) {
+			return vs[0]
+		}
+	}
+	return ""
 }
 
 // statusWriter notes the status a handler writes, and calls beforeStatus

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -150,6 +151,42 @@ func TestStoredEncodingNeedsAcceptance(t *testing.T) {
 		}
 		if got := w.Header().Get("X-Cache"); got != tc.cache || w.Body.String() != tc.body {
 			t.Errorf("%s with Accept-Encoding %q: %q (X-Cache %s), want %q (%s)", tc.method, tc.accept, w.Body.String(), got, tc.body, tc.cache)
+		}
+	}
+}
+
+// TestUnsafeInvalidatesLowerCaseLocation checks that an unsafe request
+// whose handler names the changed resource in a Location header written
+// in lower case (net/http sends it as written) invalidates that resource.
+func TestUnsafeInvalidatesLowerCaseLocation(t *testing.T) {
+	s := NewMemoryStore(0)
+	defer s.Close()
+	mw := New(s).Middleware()
+	version := 0
+	next := func(w http.ResponseWriter, r *http.Request) error {
+		if r.Method == http.MethodPost {
+			version++
+			w.Header()["location"] = []string{"/items/7"}
+			w.Header()["content-location"] = []string{"/items/8"}
+			w.WriteHeader(http.StatusCreated)
+			return nil
+		}
+		fmt.Fprintf(w, "version %d", version)
+		return nil
+	}
+	serve := func(method, target string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		if err := mw.Serve(w, httptest.NewRequest(method, target, nil), "", next); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	serve("GET", "/items/7")
+	serve("GET", "/items/8")
+	serve("POST", "/items")
+	for _, target := range []string{"/items/7", "/items/8"} {
+		if got := serve("GET", target); got.Body.String() != "version 1" || got.Header().Get("X-Cache") != "MISS" {
+			t.Errorf("GET %s after the POST: %q (X-Cache %s), want a fresh version 1", target, got.Body.String(), got.Header().Get("X-Cache"))
 		}
 	}
 }
