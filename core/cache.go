@@ -102,7 +102,7 @@ func (f *fill) serveStored() error {
 	}
 	if ok {
 		resp, err := entry.DecodeResponse(res.value)
-		if err == nil && f.credentialed && !sharedWithCredentials(resp.Header) {
+		if err == nil && (f.credentialed && !sharedWithCredentials(resp.Header) || !acceptsEncoding(f.r, resp.Header)) {
 			c.mark(f.w.Header(), "BYPASS", "fwd=request")
 			return f.next(f.w, f.r)
 		}
@@ -156,9 +156,11 @@ func (f *fill) serveFilled() error {
 		c.mark(f.w.Header(), "BYPASS", "fwd=miss")
 		return f.next(f.w, f.r)
 	}
-	if f.credentialed && res.shared && !sharedWithCredentials(resp.Header) {
-		// A stored response not meant for requests with credentials:
-		// this one goes to the handler.
+	if f.credentialed && res.shared && !sharedWithCredentials(resp.Header) ||
+		res.source != fromFill && !acceptsEncoding(f.r, resp.Header) {
+		// A stored response not meant for requests with credentials, or
+		// in a coding this request does not accept (made for another
+		// request): this one goes to the handler.
 		c.mark(f.w.Header(), "BYPASS", "fwd=request")
 		return f.next(f.w, f.r)
 	}
@@ -426,9 +428,12 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	if headerValue(r.Header, "Range") != "" && resp.Status == http.StatusOK && r.Method == http.MethodGet {
+	if rg := headerValue(r.Header, "Range"); rg != "" && resp.Status == http.StatusOK && r.Method == http.MethodGet &&
+		rangesBounded(rg, len(resp.Body), headerValue(resp.Header, "Content-Type")) {
 		// net/http's range serving: single and multiple ranges, If-Range
 		// against the stored ETag or Last-Modified, 416 when unsatisfiable.
+		// Range sets it could amplify into a response larger than the
+		// body get the whole 200 below instead (see rangesBounded).
 		h.Del("Content-Length") // the part's, set by ServeContent
 		lm, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
 		http.ServeContent(w, r, "", lm, bytes.NewReader(resp.Body))
@@ -442,6 +447,221 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 	if r.Method != http.MethodHead && bodyAllowed(resp.Status) {
 		w.Write(resp.Body)
 	}
+}
+
+// MaxRanges is the largest number of ranges one request may ask for and
+// be answered with a multipart/byteranges response; a request asking for
+// more gets the whole response (200). Apache's MaxRanges defaults to 200;
+// clients that ask for ranges (media players, PDF readers, download
+// managers) ask for a few.
+const MaxRanges = 100
+
+// rangesBounded reports whether a Range header value may be served from a
+// stored body of size bytes with net/http's range serving, or must be
+// ignored, which RFC 9110 (section 14.2) always allows: the client then
+// gets the whole 200 response.
+//
+// A single range is always served (its part is at most the body). A set
+// of several ranges is served only when it asks for at most [MaxRanges]
+// ranges, in ascending order without overlapping, and when the multipart
+// response would be no larger than the body itself: each part carries a
+// boundary, a Content-Type and a Content-Range, so that many small ranges
+// (60,000 overlapping one-byte ranges of a 256 KiB body, say) would turn a
+// small request into a response many times the body's size, from a cache
+// that may serve it to anyone, for a handler that never offered ranges.
+// The whole body is then the smaller answer. A single range, or a header
+// in another unit, is left to net/http (which answers 416 to what it
+// cannot satisfy or parse); a set of ranges this parser finds malformed
+// is ignored.
+func rangesBounded(rg string, size int, contentType string) bool {
+	spec, ok := strings.CutPrefix(rg, "bytes=")
+	if !ok || !strings.Contains(spec, ",") {
+		return true
+	}
+	if strings.Count(spec, ",") >= MaxRanges {
+		return false // checked before parsing: a bounded parse
+	}
+	// Each part: CRLF "--" boundary CRLF, "Content-Type: " type CRLF,
+	// "Content-Range: bytes first-last/size" CRLF, CRLF, then the bytes;
+	// the end: CRLF "--" boundary "--" CRLF. mime/multipart's boundaries
+	// are 60 characters; 20 digits bound any int64.
+	if contentType == "" {
+		contentType = "application/octet-stream; charset=utf-8" // sniffed: no longer than this
+	}
+	partOverhead := 2 + 2 + 60 + 2 + len("Content-Type: ") + len(contentType) + 2 +
+		len("Content-Range: bytes ") + 3*20 + 2 + 2 + 2
+	total, end := 2+2+60+2+2, -1 // end: the last byte of the previous range
+	for r := range strings.SplitSeq(spec, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		first, last, ok := resolveRange(r, size)
+		if !ok {
+			// Malformed to this parser: ignored rather than left to one
+			// that might read it and skip the checks below.
+			return false
+		}
+		if first >= size {
+			continue // unsatisfiable: net/http leaves it out
+		}
+		if first <= end {
+			return false // overlapping, or not in ascending order
+		}
+		end = last
+		total += partOverhead + last - first + 1
+		if total > size {
+			return false
+		}
+	}
+	return true
+}
+
+// resolveRange resolves one byte range spec ("0-99", "100-", "-500") of a
+// body of size bytes to its first and last byte, as net/http does; a
+// first byte at or past size means it is unsatisfiable. ok is false for a
+// malformed spec.
+func resolveRange(r string, size int) (first, last int, ok bool) {
+	a, b, found := strings.Cut(r, "-")
+	if !found {
+		return 0, 0, false
+	}
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	if a == "" {
+		// A suffix: the last n bytes.
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n < 0 || b == "" || b[0] == '-' || b[0] == '+' {
+			return 0, 0, false
+		}
+		if n == 0 {
+			// net/http makes an empty part of it, all overhead: in a
+			// set of ranges it is taken as malformed.
+			return 0, 0, false
+		}
+		return size - int(min(n, int64(size))), size - 1, true
+	}
+	i, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || i < 0 || a[0] == '+' {
+		return 0, 0, false
+	}
+	if i >= int64(size) {
+		return size, size, true
+	}
+	first, last = int(i), size-1
+	if b != "" {
+		j, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || j < i || b[0] == '+' || b[0] == '-' {
+			return 0, 0, false
+		}
+		last = int(min(j, int64(size-1)))
+	}
+	return first, last, true
+}
+
+// acceptsEncoding reports whether the stored response with header h may
+// be served to r as far as content codings go: every coding its
+// Content-Encoding names other than identity must be acceptable by r's
+// Accept-Encoding (RFC 9110, section 12.5.3), the stored response having
+// been made for another request. A coding is acceptable when the request
+// lists it (x-gzip and x-compress count as gzip and compress), or "*"
+// without listing it, with a qvalue above 0.
+//
+// A request without Accept-Encoding accepts identity alone. RFC 9110 lets
+// a server send it any coding, but such a client (curl, a health check,
+// a client that decompresses nothing itself) would get bytes it cannot
+// read, and Go's http.Transport, which adds gzip on its own, strips the
+// coding only when it added the header itself. Caches that normalise
+// Accept-Encoding treat a missing header the same way.
+func acceptsEncoding(r *http.Request, h http.Header) bool {
+	ce := h["Content-Encoding"]
+	if len(ce) == 0 {
+		return true // most responses: no parsing on the hit path
+	}
+	ae := r.Header["Accept-Encoding"]
+	for _, v := range ce {
+		for v != "" {
+			var coding string
+			coding, v, _ = strings.Cut(v, ",")
+			coding = strings.TrimSpace(coding)
+			if coding != "" && !strings.EqualFold(coding, "identity") && !acceptable(ae, coding) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// acceptable reports whether the Accept-Encoding field lines ae accept
+// coding (not identity): listed with a qvalue above 0 and never with 0,
+// or, when not listed, "*" so.
+func acceptable(ae []string, coding string) bool {
+	coding = canonicalCoding(coding)
+	var listed, refused, star, starRefused bool
+	for _, v := range ae {
+		for v != "" {
+			var elem string
+			elem, v, _ = strings.Cut(v, ",")
+			name, params, _ := strings.Cut(elem, ";")
+			name = strings.TrimSpace(name)
+			switch {
+			case name == "*":
+				star = true
+				starRefused = starRefused || !positiveQ(params)
+			case strings.EqualFold(canonicalCoding(name), coding):
+				listed = true
+				refused = refused || !positiveQ(params)
+			}
+		}
+	}
+	if listed {
+		return !refused
+	}
+	return star && !starRefused
+}
+
+// canonicalCoding maps the x- aliases RFC 9110 (section 8.4.1) makes
+// equivalent to their codings.
+func canonicalCoding(coding string) string {
+	switch {
+	case strings.EqualFold(coding, "x-gzip"):
+		return "gzip"
+	case strings.EqualFold(coding, "x-compress"):
+		return "compress"
+	}
+	return coding
+}
+
+// positiveQ reports whether the parameters of an Accept-Encoding element
+// (";q=0.5") give it a qvalue above 0. A malformed qvalue counts as 0:
+// the coding is then not served to the request, which is always safe.
+func positiveQ(params string) bool {
+	for params != "" {
+		var p string
+		p, params, _ = strings.Cut(params, ";")
+		name, value, _ := strings.Cut(p, "=")
+		if !strings.EqualFold(strings.TrimSpace(name), "q") {
+			continue
+		}
+		value = strings.TrimSpace(value)
+		// qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+		if len(value) == 0 || len(value) > 5 || (value[0] != '0' && value[0] != '1') {
+			return false
+		}
+		if len(value) > 1 && value[1] != '.' {
+			return false
+		}
+		positive := value[0] == '1'
+		for i := 2; i < len(value); i++ {
+			switch c := value[i]; {
+			case c < '0' || c > '9' || (positive && c != '0'):
+				return false
+			case c != '0':
+				positive = true
+			}
+		}
+		return positive
+	}
+	return true // no qvalue: 1
 }
 
 // unsafeMethod reports whether a successful request with method changes
@@ -497,7 +717,7 @@ func (rt *Middleware) invalidateTargets(r *http.Request, pattern string, h http.
 	}
 	targets := []*url.URL{r.URL}
 	for _, name := range []string{"Location", "Content-Location"} {
-		if v := headerValue(h, name); v != "" {
+		if v := fieldValue(h, name); v != "" {
 			if u, err := r.URL.Parse(v); err == nil && (u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
 				targets = append(targets, u)
 			}
@@ -510,6 +730,21 @@ func (rt *Middleware) invalidateTargets(r *http.Request, pattern string, h http.
 			c.invalidate(r.Context(), storeKey(c.cfg.namespace, key), false)
 		}
 	}
+}
+
+// fieldValue is h.Get(name) for a response header a handler wrote, whose
+// field names may be in any case: net/http sends w.Header()["location"]
+// as written, so the cache must read it as Location too.
+func fieldValue(h http.Header, name string) string {
+	if v := headerValue(h, name); v != "" {
+		return v
+	}
+	for k, vs := range h {
+		if len(vs) > 0 && strings.EqualFold(k, name) {
+			return vs[0]
+		}
+	}
+	return ""
 }
 
 // statusWriter notes the status a handler writes, and calls beforeStatus

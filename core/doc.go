@@ -79,7 +79,18 @@
 //     overrides it). The hop-by-hop fields (Connection, Keep-Alive,
 //     Proxy-Authenticate, Proxy-Authorization, Proxy-Connection, Te,
 //     Trailer, Transfer-Encoding, Upgrade), Cache-Status and the cache
-//     header are not stored with a response.
+//     header are not stored with a response. Response header names are
+//     read case-insensitively (names set directly in the header map in
+//     another case are canonicalised and merged before any rule applies).
+//   - A response with a Content-Encoding other than identity is stored
+//     as varying on Accept-Encoding, and served only to requests whose
+//     Accept-Encoding accepts its coding; a request without
+//     Accept-Encoding accepts identity alone. Variants are keyed on the
+//     varying headers' field lines exactly as sent.
+//   - A Range request is served from a stored 200, except a set of
+//     ranges that overlap, are out of order, number more than
+//     [MaxRanges] or would make a multipart response larger than the
+//     body: that gets the whole 200.
 //   - [NoCache], [Skip], [MaxKeys], [IgnoreCacheControl],
 //     [ExplicitFreshnessOnly], [PerRoute]: off.
 //   - [StaleWhileRevalidate] and [StaleIfError]: 0, unless the response

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
@@ -63,7 +65,7 @@ func (rec *recorder) WriteHeader(code int) {
 		return
 	}
 	rec.status = code
-	rec.snapshot = rec.header.Clone()
+	rec.snapshot = canonicalHeader(rec.header)
 }
 
 func (rec *recorder) Write(b []byte) (int, error) {
@@ -158,15 +160,79 @@ func DoNotStore(w http.ResponseWriter) {
 // Unwrap lets [http.ResponseController] reach the real writer.
 func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
 
-// response returns the recorded response, without unstored headers.
+// response returns the recorded response, without unstored headers, and
+// varying on Accept-Encoding when it is encoded (see varyOnEncoding).
 func (rec *recorder) response() entry.Response {
 	status, h := rec.status, rec.snapshot
 	if status == 0 {
-		status, h = http.StatusOK, rec.header.Clone()
+		status, h = http.StatusOK, canonicalHeader(rec.header)
 	}
 	for _, k := range unstoredHeaders {
 		delete(h, k)
 	}
-	delete(h, rec.cacheHeader)
+	delete(h, rec.cacheHeader) // canonical, see WithCacheHeader
+	varyOnEncoding(h)
 	return entry.Response{Status: status, Header: h, Body: rec.body}
+}
+
+// canonicalHeader returns a copy of h with every field name in canonical
+// form. A handler may set w.Header()["set-cookie"] or ["cache-control"]
+// directly, and net/http sends such names as written, but every rule the
+// cache applies to a response (Set-Cookie and Cache-Control for storing,
+// Vary for variants, the unstored fields) looks names up canonically: a
+// name it did not recognise would let a personal response be shared.
+// The values of names that differ only in case are merged, the canonical
+// name's first, then the others' in byte order of the names: a rule then
+// sees every line, as it would had they been sent under one name.
+func canonicalHeader(h http.Header) http.Header {
+	var odd []string // names not in canonical form
+	for k := range h {
+		if http.CanonicalHeaderKey(k) != k {
+			odd = append(odd, k)
+		}
+	}
+	c := h.Clone()
+	if len(odd) == 0 {
+		return c
+	}
+	slices.Sort(odd)
+	for _, k := range odd {
+		ck := http.CanonicalHeaderKey(k)
+		c[ck] = append(slices.Clip(c[ck]), c[k]...)
+		delete(c, k)
+	}
+	return c
+}
+
+// varyOnEncoding adds Accept-Encoding to the Vary of a response h whose
+// Content-Encoding names a coding other than identity, unless its Vary
+// already names it or says *. A compressing handler (or middleware) that
+// forgets Vary: Accept-Encoding would otherwise have its compressed bytes
+// stored as the URL's one response and served to clients that cannot
+// decode them; varying, each Accept-Encoding value gets its own variant.
+func varyOnEncoding(h http.Header) {
+	if !encoded(h) {
+		return
+	}
+	for _, v := range h["Vary"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name == "*" || strings.EqualFold(name, "Accept-Encoding") {
+				return
+			}
+		}
+	}
+	h["Vary"] = append(slices.Clip(h["Vary"]), "Accept-Encoding")
+}
+
+// encoded reports whether h's Content-Encoding names a coding other than
+// identity.
+func encoded(h http.Header) bool {
+	for _, v := range h["Content-Encoding"] {
+		for coding := range strings.SplitSeq(v, ",") {
+			if coding = strings.TrimSpace(coding); coding != "" && !strings.EqualFold(coding, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }

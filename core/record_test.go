@@ -89,6 +89,49 @@ func TestRecorder(t *testing.T) {
 			status: 200, header: http.Header{"Age": {"5"}},
 		},
 		{
+			name: "LowerCaseNamesCanonicalised",
+			write: func(w http.ResponseWriter) {
+				// net/http sends names set this way as written; every
+				// rule reads them canonically.
+				w.Header()["set-cookie"] = []string{"a=1"}
+				w.Header()["cache-control"] = []string{"private"}
+				w.Header()["connection"] = []string{"close"}
+				w.Header()["x-cache"] = []string{"HIT"}
+			},
+			status: 200, header: http.Header{"Set-Cookie": {"a=1"}, "Cache-Control": {"private"}},
+		},
+		{
+			name: "NamesDifferingInCaseMerged",
+			write: func(w http.ResponseWriter) {
+				w.Header()["vary"] = []string{"Origin"}
+				w.Header()["VARY"] = []string{"Accept"}
+				w.Header()["Vary"] = []string{"Accept-Language"}
+				w.WriteHeader(http.StatusOK)
+			},
+			status: 200, header: http.Header{"Vary": {"Accept-Language", "Accept", "Origin"}},
+		},
+		{
+			name: "EncodedVariesOnAcceptEncoding",
+			write: func(w http.ResponseWriter) {
+				w.Header().Set("Content-Encoding", "gzip")
+				w.Header().Set("Vary", "Origin")
+			},
+			status: 200, header: http.Header{"Content-Encoding": {"gzip"}, "Vary": {"Origin", "Accept-Encoding"}},
+		},
+		{
+			name: "EncodedAlreadyVarying",
+			write: func(w http.ResponseWriter) {
+				w.Header()["content-encoding"] = []string{"br"}
+				w.Header()["vary"] = []string{"accept-encoding"}
+			},
+			status: 200, header: http.Header{"Content-Encoding": {"br"}, "Vary": {"accept-encoding"}},
+		},
+		{
+			name:   "IdentityNotVaried",
+			write:  func(w http.ResponseWriter) { w.Header().Set("Content-Encoding", "identity") },
+			status: 200, header: http.Header{"Content-Encoding": {"identity"}},
+		},
+		{
 			name:   "BodyAtTheLimitBuffered",
 			write:  func(w http.ResponseWriter) { fmt.Fprint(w, strings.Repeat("x", limit)) },
 			status: 200, header: http.Header{}, body: strings.Repeat("x", limit),

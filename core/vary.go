@@ -66,8 +66,18 @@ func varyAll(h http.Header) bool {
 
 // variantKey is the key of r's variant of the URL whose key is ukey: ukey
 // followed by the index's generation and, framed like the rest of the key,
-// the normalised value of each header the index names, or a mark that it
-// is absent: a header sent empty and one not sent are different variants.
+// each header the index names with every field line r sent for it, exactly
+// as received, or a mark that it is absent: a header sent empty and one
+// not sent are different variants.
+//
+// The lines are not normalised (no joining of lines, no dropping of empty
+// list members or whitespace): a handler reads what it was sent, usually
+// with Header.Get, which sees the first line alone. Two requests whose
+// values differ only in ways a normaliser would remove ("fr" and ", fr",
+// or the lines "", "fr" and the line "fr") may get different answers from
+// the handler, and one must not be served the other's. Equivalent
+// spellings ("gzip, br" and "gzip,br") thus get variants of their own:
+// more fills, never a wrong answer.
 func variantKey(ukey string, v entry.Variants, r *http.Request) string {
 	b := make([]byte, 0, len(ukey)+64)
 	b = append(b, ukey...)
@@ -75,33 +85,17 @@ func variantKey(ukey string, v entry.Variants, r *http.Request) string {
 	b = appendField(b, v.Generation)
 	for _, name := range v.Names {
 		b = appendField(b, name)
-		if vs := r.Header.Values(name); len(vs) > 0 {
-			b = appendField(append(b, '+'), normalizeFieldValue(vs))
-		} else {
+		vs := r.Header[name] // names in canonical form, see variedOn
+		if len(vs) == 0 {
 			b = append(b, '-') // absent
+			continue
+		}
+		b = appendCount(append(b, '+'), len(vs))
+		for _, line := range vs {
+			b = appendField(b, line)
 		}
 	}
 	return string(b)
-}
-
-// normalizeFieldValue joins a header's field lines the way RFC 9110
-// combines them, dropping the optional whitespace around each comma-
-// separated element, so that "gzip, br" and "gzip,br" select the same
-// variant (RFC 9111, section 4.1).
-func normalizeFieldValue(lines []string) string {
-	var b strings.Builder
-	for _, line := range lines {
-		for elem := range strings.SplitSeq(line, ",") {
-			if elem = strings.TrimSpace(elem); elem == "" {
-				continue
-			}
-			if b.Len() > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(elem)
-		}
-	}
-	return b.String()
 }
 
 // subset reports whether every name in a is in b; both are sorted.

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -390,6 +393,91 @@ func testRanges(t *testing.T, d Driver) {
 			t.Errorf("origin called %d times, want 2 (the cold range request and one fill)", n)
 		}
 	})
+
+	t.Run("RangeAmplificationGetsTheWholeBody", func(t *testing.T) {
+		// A handler that never offered ranges: the cache answers them
+		// from its stored copy, and must not turn a small request into a
+		// response many times the body's size.
+		big, small := bigBody(256<<10), bigBody(100)
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			if r.URL.Query().Has("small") {
+				io.WriteString(w, small)
+				return
+			}
+			io.WriteString(w, big)
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+		do(t, h, "GET", "/r") // stored
+		do(t, h, "GET", "/r?small")
+		ranges := func(n int, spec func(i int) string) string {
+			parts := make([]string, n)
+			for i := range parts {
+				parts[i] = spec(i)
+			}
+			return "bytes=" + strings.Join(parts, ",")
+		}
+		for _, tc := range []struct{ name, target, body, rg string }{
+			{"OverlappingOneByteRanges", "/r", big, ranges(60000, func(int) string { return "0-0" })},
+			{"OverlappingWholeBody", "/r", big, ranges(20, func(int) string { return "0-" })},
+			{"TooManyRanges", "/r", big, ranges(core.MaxRanges+1, func(i int) string { return fmt.Sprintf("%d-%d", i*10, i*10) })},
+			{"Descending", "/r", big, "bytes=200-299,0-99"},
+			{"Overlapping", "/r", big, "bytes=0-99,50-149"},
+			{"PartsBiggerThanTheBody", "/r?small", small, "bytes=0-0,10-10,20-20"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				body := tc.body
+				got := do(t, h, "GET", tc.target, "Range", tc.rg)
+				if len(got.body) > len(body) || got.status != http.StatusOK || got.body != body || got.header.Get("X-Cache") != "HIT" {
+					t.Errorf("Range of %d bytes on a %d-byte body: %d, %d bytes (X-Cache %q), want the whole 200 from the cache, no larger than the body",
+						len(tc.rg), len(body), got.status, len(got.body), got.header.Get("X-Cache"))
+				}
+			})
+		}
+		if n := o.calls.Load(); n != 2 {
+			t.Errorf("origin called %d times, want 2 (two fills)", n)
+		}
+	})
+
+	t.Run("SmallMultiRangeServed", func(t *testing.T) {
+		body := bigBody(256 << 10)
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			io.WriteString(w, body)
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		got := do(t, h, "GET", "/r", "Range", "bytes=0-9, 1000-1099,-5")
+		mediaType, params, err := mime.ParseMediaType(got.header.Get("Content-Type"))
+		if got.status != http.StatusPartialContent || err != nil || mediaType != "multipart/byteranges" {
+			t.Fatalf("three ranges = %d Content-Type %q, want 206 multipart/byteranges", got.status, got.header.Get("Content-Type"))
+		}
+		mr := multipart.NewReader(strings.NewReader(got.body), params["boundary"])
+		for _, want := range []struct{ first, last int }{{0, 9}, {1000, 1099}, {len(body) - 5, len(body) - 1}} {
+			part, err := mr.NextPart()
+			if err != nil {
+				t.Fatalf("part %d-%d: %v", want.first, want.last, err)
+			}
+			b, _ := io.ReadAll(part)
+			wantRange := fmt.Sprintf("bytes %d-%d/%d", want.first, want.last, len(body))
+			if string(b) != body[want.first:want.last+1] || part.Header.Get("Content-Range") != wantRange {
+				t.Errorf("part %q Content-Range %q, want %q %q", b, part.Header.Get("Content-Range"), body[want.first:want.last+1], wantRange)
+			}
+		}
+		if _, err := mr.NextPart(); err != io.EOF {
+			t.Errorf("after three parts: %v, want EOF", err)
+		}
+	})
+}
+
+// bigBody returns n bytes of text in which every 16-byte run differs from
+// its neighbours', so that a wrong range shows.
+func bigBody(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "%015x\n", i)
+	}
+	return b.String()[:n]
 }
 
 // testKeys tests what is part of the cache key.
@@ -1404,6 +1492,139 @@ func testSecurity(t *testing.T, d Driver) {
 		do(t, h, "GET", "/r", "X-Junk", strings.Repeat("x", 4096))
 		if got := do(t, h, "GET", "/r"); got.status != 200 || got.body != "fine" {
 			t.Errorf("after an attacker's oversized header, a clean request got %d %q, want 200 fine", got.status, got.body)
+		}
+	})
+
+	t.Run("LowerCaseResponseHeadersObeyStoreRules", func(t *testing.T) {
+		// net/http sends a name set directly in the header map as it is
+		// written: the cache must read these names as the ones they are.
+		for _, tc := range []struct {
+			name   string
+			header http.Header // set directly, names as written
+		}{
+			{"SetCookie", http.Header{"set-cookie": {"session=user-{n}"}}},
+			{"CacheControlPrivate", http.Header{"cache-control": {"private, max-age=600"}}},
+			{"CacheControlNoStore", http.Header{"cache-control": {"no-store"}}},
+			{"MergedWithCanonical", http.Header{"Cache-Control": {"public, max-age=600"}, "CACHE-CONTROL": {"private"}}},
+			{"Vary", http.Header{"vary": {"Accept-Language"}}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+					for k, vs := range tc.header {
+						for _, v := range vs {
+							w.Header()[k] = append(w.Header()[k], strings.ReplaceAll(v, "{n}", fmt.Sprint(n)))
+						}
+					}
+					fmt.Fprintf(w, "call %d lang=%s", n, r.Header.Get("Accept-Language"))
+				}}
+				h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+				do(t, h, "GET", "/r", "Accept-Language", "de")
+				got := do(t, h, "GET", "/r", "Accept-Language", "fr")
+				if got.body != "call 2 lang=fr" {
+					t.Errorf("second client got %q, want its own call 2 lang=fr", got.body)
+				}
+				for name, vs := range got.header {
+					if strings.EqualFold(name, "Set-Cookie") && strings.Contains(strings.Join(vs, ";"), "user-1") {
+						t.Errorf("second client got the first client's cookie: %s: %q", name, vs)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("CompressedWithoutVaryStaysWithItsCoding", func(t *testing.T) {
+		// A compressing handler that forgets Vary: Accept-Encoding.
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if slices.Contains(strings.Split(r.Header.Get("Accept-Encoding"), ", "), "gzip") {
+				w.Header().Set("Content-Encoding", "gzip")
+				fmt.Fprintf(w, "\x1f\x8bgzip bytes %d", n)
+				return
+			}
+			fmt.Fprintf(w, "plain %d", n)
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+		gzip := do(t, h, "GET", "/r", "Accept-Encoding", "gzip")
+		if gzip.header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("the gzip client got Content-Encoding %q", gzip.header.Get("Content-Encoding"))
+		}
+		for _, tc := range []struct {
+			name   string
+			header []string
+		}{
+			{"NoAcceptEncoding", nil},
+			{"OtherCoding", []string{"Accept-Encoding", "br"}},
+			{"Refused", []string{"Accept-Encoding", "br, gzip;q=0"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				for i := range 2 {
+					got := do(t, h, "GET", "/r", tc.header...)
+					if got.header.Get("Content-Encoding") != "" || !strings.HasPrefix(got.body, "plain") {
+						t.Errorf("request %d: Content-Encoding %q, body %q; want plain bytes", i, got.header.Get("Content-Encoding"), got.body)
+					}
+					if i == 1 && got.header.Get("X-Cache") != "HIT" {
+						t.Errorf("request %d: X-Cache %q, want a HIT of its own variant", i, got.header.Get("X-Cache"))
+					}
+				}
+			})
+		}
+		if got := do(t, h, "GET", "/r", "Accept-Encoding", "gzip"); got.body != gzip.body || got.header.Get("X-Cache") != "HIT" {
+			t.Errorf("the gzip client again: %q (X-Cache %q), want the stored %q", got.body, got.header.Get("X-Cache"), gzip.body)
+		}
+	})
+
+	t.Run("VaryKeysOnTheLinesAsSent", func(t *testing.T) {
+		// Handlers read Header.Get, the first field line as sent: a
+		// variant must not be shared by values a normaliser would merge.
+		cors := func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Vary", "Origin")
+			if r.Header.Get("Origin") == "https://good.example" {
+				w.Header().Set("Access-Control-Allow-Origin", "https://good.example")
+			}
+			fmt.Fprint(w, "data")
+		}
+		lang := func(w http.ResponseWriter, r *http.Request) {
+			// The language of highest q, the first of equals; the
+			// site's default when none is named.
+			w.Header().Set("Vary", "Accept-Language")
+			best, bestQ := "", -1.0
+			for elem := range strings.SplitSeq(r.Header.Get("Accept-Language"), ",") {
+				name, params, _ := strings.Cut(elem, ";")
+				q := 1.0
+				if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+					fmt.Sscan(v, &q)
+				}
+				if name = strings.TrimSpace(name); name != "" && q > bestQ {
+					best, bestQ = name, q
+				}
+			}
+			if best == "" {
+				best = "de"
+			}
+			fmt.Fprintf(w, "lang=%s", best)
+		}
+		for _, tc := range []struct {
+			name     string
+			handler  http.HandlerFunc
+			attacker []string
+			victim   []string
+			check    func(r response) bool
+		}{
+			{"OriginTrailingComma", cors, []string{"Origin", "https://good.example,"}, []string{"Origin", "https://good.example"},
+				func(r response) bool { return r.header.Get("Access-Control-Allow-Origin") == "https://good.example" }},
+			{"EmptyFirstLine", lang, []string{"Accept-Language", "", "Accept-Language", "fr"}, []string{"Accept-Language", "fr"},
+				func(r response) bool { return r.body == "lang=fr" }},
+			{"SecondLine", lang, []string{"Accept-Language", "de;q=0.5", "Accept-Language", "fr"}, []string{"Accept-Language", "de;q=0.5, fr"},
+				func(r response) bool { return r.body == "lang=fr" }},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(tc.handler)})
+				do(t, h, "GET", "/r", tc.attacker...)
+				for range 2 {
+					if got := do(t, h, "GET", "/r", tc.victim...); !tc.check(got) {
+						t.Errorf("after %q, a request with %q got %q, header %v: the attacker's variant", tc.attacker, tc.victim, got.body, got.header)
+					}
+				}
+			})
 		}
 	})
 
