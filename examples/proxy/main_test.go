@@ -25,7 +25,8 @@ import (
 
 // The tests run the built proxy as an OS process, as users run it, in
 // front of a loopback httptest upstream, caching in the redis-server at
-// FLIGHTCACHE_REDIS_ADDR under a namespace of their own.
+// FLIGHTCACHE_REDIS_ADDR under a namespace of their own (with -short and
+// no redis-server, in the proxy's memory store).
 
 var binDir string // holds the proxy binary, built once by proxyBinary
 
@@ -116,7 +117,9 @@ var nsSeq atomic.Int64
 func startProxy(t *testing.T, up *upstream, env []string, args ...string) string {
 	t.Helper()
 	bin := proxyBinary(t)
-	if !hasArg(args, "-redis") {
+	// Without -redis the proxy caches in FLIGHTCACHE_REDIS_ADDR's
+	// redis-server, or with -short and none set, in its memory store.
+	if !hasArg(args, "-redis") && (os.Getenv("FLIGHTCACHE_REDIS_ADDR") != "" || !testing.Short()) {
 		ns := fmt.Sprintf("proxytest-%d-%d-%d", os.Getpid(), time.Now().UnixNano(), nsSeq.Add(1))
 		args = append(args, "-redis", repotest.RedisAddr(t), "-namespace", ns)
 	}
@@ -367,16 +370,26 @@ func TestPurgeSoft(t *testing.T) {
 	version.Store(1)
 	refreshing := make(chan struct{}, 1)
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	stop := func() { releaseOnce.Do(func() { close(release) }) }
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		v := version.Load()
-		if v > 1 {
-			refreshing <- struct{}{}
-			<-release
+		if v > 1 && r.Method == http.MethodGet {
+			select {
+			case refreshing <- struct{}{}:
+			default:
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
 		}
 		w.Header().Set("Cache-Control", "public, max-age=60, stale-while-revalidate=60")
 		fmt.Fprintf(w, "v%d", v)
 	})
 	addr := startProxy(t, up, nil, "-purge-token", token)
+	t.Cleanup(stop) // runs first: the proxy and the upstream wait for handlers
 	wantBody(t, "fill", do(t, "GET", addr, "/soft"), "v1")
 	version.Store(2)
 
@@ -400,7 +413,7 @@ func TestPurgeSoft(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		// It waits for the refresh: the purge was not soft.
 	}
-	close(release)
+	stop()
 	if r := <-first; r.body != "v2" {
 		t.Errorf("the refreshing GET got %d %q, want v2", r.status, r.body)
 	}
@@ -529,16 +542,18 @@ func TestForwardedHostNotPoisoned(t *testing.T) {
 		}
 		addr := startProxy(t, up, nil, args...)
 		for i, attack := range []string{
-			"GET /p%d HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
-			"GET /p%d HTTP/1.1\r\nHost: evil.example:8443\r\nConnection: close\r\n\r\n",
-			"GET http://evil.example/p%d HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+			"GET /p%d HTTP/1.1\r\nHost: evil.example\r\n",
+			"GET /p%d HTTP/1.1\r\nHost: evil.example:8443\r\n",
+			"GET http://evil.example/p%d HTTP/1.1\r\nHost: evil.example\r\n",
 		} {
-			target := fmt.Sprintf("/p%d", i)
-			raw(t, addr, fmt.Sprintf(attack, i))
-			got := do(t, "GET", addr, target)
+			attack = fmt.Sprintf(attack, i)
+			if got := raw(t, addr, attack+"Connection: close\r\n\r\n"); got.status != http.StatusOK {
+				t.Fatalf("%q: %d %q", attack, got.status, got.body)
+			}
+			got := do(t, "GET", addr, fmt.Sprintf("/p%d", i))
 			want := fmt.Sprintf(`<a href="//%s/next">`, public)
 			if got.body != want {
-				t.Errorf("-public-host %q: after %q a clean GET got %q, want %q", public, strings.SplitN(attack, "\r\n", 2)[0], got.body, want)
+				t.Errorf("-public-host %q: after %q a clean GET got %q, want %q", public, attack, got.body, want)
 			}
 		}
 	}
