@@ -1,9 +1,11 @@
 package core
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -49,7 +51,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 			fwd = "method"
 		}
 		c.mark(w.Header(), "BYPASS", "fwd="+fwd)
-		return next(w, r)
+		return next(rt.passWriter(w), r)
 	}
 	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, credentialed: p.credentialed(r)}
 	if r.Method == http.MethodHead || headerValue(r.Header, "Range") != "" {
@@ -101,7 +103,7 @@ func (f *fill) serveStored() error {
 		resp, err := entry.DecodeResponse(res.value)
 		if err == nil && f.credentialed && !sharedWithCredentials(resp.Header) {
 			c.mark(f.w.Header(), "BYPASS", "fwd=request")
-			return f.next(f.w, f.r)
+			return f.next(f.rt.passWriter(f.w), f.r)
 		}
 		if err == nil {
 			c.stats.Hits.Add(1)
@@ -110,7 +112,7 @@ func (f *fill) serveStored() error {
 		}
 	}
 	c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
-	return f.next(f.w, f.r)
+	return f.next(f.rt.passWriter(f.w), f.r)
 }
 
 // serveFilled answers from the store or from a fill: this request's own,
@@ -128,7 +130,7 @@ func (f *fill) serveFilled() error {
 		switch {
 		case !ok:
 			c.mark(f.w.Header(), "BYPASS", "fwd=miss")
-			return f.next(f.w, f.r)
+			return f.next(f.rt.passWriter(f.w), f.r)
 		case led && own.generation == v.Generation:
 			res = own.result // this request filled it, as the index's first variant
 		default:
@@ -145,19 +147,19 @@ func (f *fill) serveFilled() error {
 	case res.source == fromAlone:
 		// Nothing this request may be served: its handler answers it.
 		c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
-		return f.next(f.w, f.r)
+		return f.next(f.rt.passWriter(f.w), f.r)
 	}
 	resp, err := entry.DecodeResponse(res.value)
 	if err != nil {
 		c.report(ctx, OpDecode, key, err)
 		c.mark(f.w.Header(), "BYPASS", "fwd=miss")
-		return f.next(f.w, f.r)
+		return f.next(f.rt.passWriter(f.w), f.r)
 	}
 	if f.credentialed && res.shared && !sharedWithCredentials(resp.Header) {
 		// A stored response not meant for requests with credentials:
 		// this one goes to the handler.
 		c.mark(f.w.Header(), "BYPASS", "fwd=request")
-		return f.next(f.w, f.r)
+		return f.next(f.rt.passWriter(f.w), f.r)
 	}
 	c.replay(f.w, f.r, resp, res)
 	return nil
@@ -177,7 +179,8 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 		}
 	}()
 	return f.rt.c.load(f.r.Context(), key, flight{
-		bound: true,
+		bound:  true,
+		tagged: true,
 		fetch: func(ctx context.Context, stale []byte) (outcome, error) {
 			return f.fetch(ctx, key, index, stale)
 		},
@@ -199,7 +202,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	if f.limit != nil && !f.limit.admit(key, c.now()) {
 		// Over the route's key limit: this request alone, uncached.
 		c.mark(f.w.Header(), "BYPASS", "fwd=bypass; detail=key-limit")
-		return outcome{share: sharePersonal, delivered: true}, f.next(f.w, f.r)
+		return outcome{share: sharePersonal, delivered: true}, f.next(f.rt.passWriter(f.w), f.r)
 	}
 	// A stale stored response with the upstream's validators is
 	// revalidated: the fill asks conditionally, and a 304 freshens the
@@ -210,15 +213,18 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	// stream ends when its client leaves.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rec := newRecorder(f.w, c.cfg.cacheHeader, p.maxBody)
+	rec := newRecorder(f.rt.passWriter(f.w), c.cfg.cacheHeader, p.maxBody)
 	rec.onStream = func() { context.AfterFunc(f.r.Context(), cancel) }
 	err := f.next(rec, fillRequest(ctx, f.r, old.Header, validated))
 	if rec.streamed {
 		return outcome{share: shareNone, delivered: true}, err
 	}
 	var resp entry.Response
+	var tags []entry.Tag
+	tagsOK := true
 	if err == nil {
 		resp = rec.response()
+		tags, tagsOK = f.tags(resp.Header)
 	}
 	if err != nil || originFailed(resp.Status) {
 		// The refill failed: the stale entry, if the engine finds it
@@ -240,8 +246,10 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// caching off for the URL.
 		return outcome{value: entry.EncodeResponse(resp), share: sharePersonal}, nil
 	}
+	inherit := false
 	if resp.Status == http.StatusNotModified && validated {
 		resp = freshen(old, resp.Header)
+		inherit = true // the stale entry's tags, which its header no longer holds
 	}
 	ttl, ok := p.storable(resp, c.now())
 	if f.credentialed && (!ok || !sharedWithCredentials(resp.Header)) {
@@ -253,6 +261,13 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	if !ok {
 		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
+	if !tagsOK {
+		// Tags past the bounds: a purge could not be relied on to reach
+		// this response, so it is not stored, and goes to this request.
+		c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss; detail=tags")
+		f.deliver(resp)
+		return outcome{share: shareNone, delivered: true}, nil
+	}
 	keep := max(p.staleWindow(resp.Header), p.staleIfErrorWindow(resp.Header))
 	if hasValidators(resp.Header) {
 		keep = max(keep, min(max(ttl, time.Minute), time.Hour)) // room to revalidate
@@ -261,7 +276,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	names := p.variedOn(resp.Header)
 	switch {
 	case len(names) == 0:
-		return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep}, nil
+		return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep, tags: tags, inheritTags: inherit}, nil
 	case index == nil:
 		// The first response for the URL that varies: store it as the
 		// first variant of a new index, then the index under the URL's
@@ -269,7 +284,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// this variant too.
 		v := entry.Variants{Names: names, Generation: newGeneration()}
 		vkey := storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r))
-		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep, began), generation: v.Generation}
+		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep, tags, began), generation: v.Generation}
 		return outcome{value: entry.EncodeVariants(v), ttl: VariantIndexTTL, note: own}, nil
 	case !subset(names, index.Names):
 		// The URL now varies on headers its index does not name: this
@@ -278,8 +293,95 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		c.dropIndex(ctx, storeKey(c.cfg.namespace, f.ukey))
 		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
-	return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep}, nil
+	return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep, tags: tags, inheritTags: inherit}, nil
 }
+
+// tags returns the tags of a response with header h: those of its tag
+// header, which it removes from h unless the cache keeps it, and those
+// the route's Tags derive from the request. It returns false when they
+// exceed the bounds (see WithTagHeader).
+func (f *fill) tags(h http.Header) ([]entry.Tag, bool) {
+	c := f.rt.c
+	var b tagBuilder
+	for _, line := range h[c.cfg.tagHeader] {
+		for t := range strings.FieldsSeq(line) {
+			b.add(t)
+		}
+	}
+	if !c.cfg.keepTagHeader {
+		delete(h, c.cfg.tagHeader)
+	}
+	for _, derive := range f.p.tags {
+		for _, t := range derive(f.r) {
+			b.add(t)
+		}
+	}
+	return b.set, !b.bad
+}
+
+// deliver writes a recorded response to the fill's own client, as the
+// handler wrote it (the fill ran it without the client's conditions).
+func (f *fill) deliver(resp entry.Response) {
+	h := f.w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if bodyAllowed(resp.Status) {
+		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	}
+	f.w.WriteHeader(resp.Status)
+	if f.r.Method != http.MethodHead && bodyAllowed(resp.Status) {
+		f.w.Write(resp.Body)
+	}
+}
+
+// passWriter returns w, or w wrapped to remove the tag header from what
+// a handler writes straight to the client, unless the cache keeps it.
+// Responses replayed from the store do not need it: their header was
+// removed before they were stored.
+func (rt *Middleware) passWriter(w http.ResponseWriter) http.ResponseWriter {
+	if rt.c.cfg.keepTagHeader {
+		return w
+	}
+	return &tagStripper{ResponseWriter: w, name: rt.c.cfg.tagHeader}
+}
+
+// tagStripper removes the tag header from a response as it goes out.
+type tagStripper struct {
+	http.ResponseWriter
+	name string
+}
+
+var (
+	_ http.Flusher  = (*tagStripper)(nil)
+	_ http.Hijacker = (*tagStripper)(nil)
+)
+
+func (w *tagStripper) strip() { delete(w.ResponseWriter.Header(), w.name) }
+
+func (w *tagStripper) WriteHeader(code int) {
+	w.strip()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *tagStripper) Write(b []byte) (int, error) {
+	w.strip()
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush passes through; [http.ResponseController] finds the rest by Unwrap.
+func (w *tagStripper) Flush() {
+	w.strip()
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack passes through, for handlers that assert [http.Hijacker]
+// (WebSocket upgrades bypass the cache with this writer).
+func (w *tagStripper) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *tagStripper) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // staleIfErrorWindow returns how long past its freshness the key's stale
 // entry may stand in for a failed refill, or 0 when there is none, or it
@@ -440,7 +542,7 @@ func unsafeMethod(method string) bool {
 // resource before it writes its response, as handlers do.
 func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
 	rt.c.mark(w.Header(), "BYPASS", "fwd=method")
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: rt.passWriter(w)}
 	sw.beforeStatus = func(status int) {
 		if status >= 200 && status < 400 {
 			rt.invalidateTargets(r, pattern, sw.Header())
