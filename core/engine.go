@@ -178,9 +178,9 @@ type outcome struct {
 	epoch fillEpoch
 	// inheritTags adds the tags of the stale entry the fetch revalidated.
 	inheritTags bool
-	ttl   time.Duration // freshness lifetime; 0: the cache's TTL
-	keep  time.Duration // how long to keep it stored past ttl (revalidation, stale windows)
-	share sharing
+	ttl         time.Duration // freshness lifetime; 0: the cache's TTL
+	keep        time.Duration // how long to keep it stored past ttl (revalidation, stale windows)
+	share       sharing
 	// staleIfError, with share staleOnError, is how far past its
 	// freshness the key's stale entry may still stand in for this fetch.
 	staleIfError time.Duration
