@@ -28,7 +28,8 @@ func (f purgeOptionFunc) applyPurge(c *purgeConfig) { f(c) }
 // fetches the new version; every other request waits for that refresh. A
 // soft-purged entry is kept at most an hour past its freshness. Where
 // there is no entry to keep, or the URL's responses vary (its variants are
-// keyed by a generation the refresh replaces), a soft purge is a hard one.
+// keyed by a generation the refresh replaces), or the entry carries tags
+// (see [Cache.PurgeTags]), a soft purge is a hard one.
 func Soft() PurgeOption { return purgeOptionFunc(func(c *purgeConfig) { c.soft = true }) }
 
 // KeyedAs tells [Cache.PurgeURL] the key options of the route that serves
