@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -343,7 +344,7 @@ func TestTagBounds(t *testing.T) {
 // handler writes straight to the client (not cached, or streamed) lose
 // the tag header too.
 func TestTagHeaderRemovedFromPassedThroughResponses(t *testing.T) {
-	c := core.New(core.NewMemoryStore(0), namespace(t))
+	c := core.New(memoryStore(t), namespace(t))
 	tagged := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Surrogate-Key", "a")
 		if r.URL.Query().Get("stream") != "" {
@@ -441,4 +442,87 @@ func TestTagPurgeCostIsConstant(t *testing.T) {
 	if len(small) > 2 {
 		t.Errorf("a purge of one tag sent %d commands (%v), want 2", len(small), small)
 	}
+}
+
+// TestTagPurgeIsHard checks that a tag-purged entry is never served
+// stale: not while it is refreshed (stale-while-revalidate), not when the
+// refresh fails (stale-if-error).
+func TestTagPurgeIsHard(t *testing.T) {
+	for _, failing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refresh-fails=%v", failing), func(t *testing.T) {
+			c := core.New(memoryStore(t), namespace(t))
+			clock := testhook.NewClock(time.Now())
+			testhook.SetClock(c, clock.Now)
+			var runs atomic.Int64
+			h := func(w http.ResponseWriter, r *http.Request) {
+				n := runs.Add(1)
+				if n > 1 && failing {
+					w.WriteHeader(http.StatusInternalServerError)
+					return
+				}
+				w.Header().Set("Surrogate-Key", "x")
+				w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=3600, stale-if-error=3600")
+				fmt.Fprintf(w, "v%d", n)
+			}
+			const target = "http://example.com/p"
+			serveHTTP(t, c, http.MethodGet, target, h)
+			clock.Advance(2 * time.Second)
+			if err := c.PurgeTags(context.Background(), "x"); err != nil {
+				t.Fatal(err)
+			}
+			w := serveHTTP(t, c, http.MethodGet, target, h)
+			if w.Body.String() == "v1" || w.Header().Get("X-Cache") == "STALE" {
+				t.Errorf("GET after the purge = %d %q (X-Cache %q): the purged entry was served stale", w.Code, w.Body.String(), w.Header().Get("X-Cache"))
+			}
+			if runs.Load() != 2 {
+				t.Errorf("handler ran %d times, want 2", runs.Load())
+			}
+		})
+	}
+}
+
+// TestTagPurgeReachesEveryVariant purges a tag carried by the variants of
+// a URL whose responses vary on Accept-Language: each variant refills.
+func TestTagPurgeReachesEveryVariant(t *testing.T) {
+	c := core.New(memoryStore(t), namespace(t))
+	var runs atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Surrogate-Key", "page")
+		w.Header().Set("Cache-Control", "max-age=3600")
+		fmt.Fprintf(w, "%s-%d", r.Header.Get("Accept-Language"), runs.Add(1))
+	}
+	get := func(lang string) string {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, "http://example.com/p", nil)
+		r.Header.Set("Accept-Language", lang)
+		if err := c.Middleware().Serve(w, r, "", func(w http.ResponseWriter, r *http.Request) error { h(w, r); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return w.Body.String()
+	}
+	before := map[string]string{"en": get("en"), "fr": get("fr")}
+	for lang, want := range before {
+		if got := get(lang); got != want {
+			t.Fatalf("GET in %s = %q, want the stored %q", lang, got, want)
+		}
+	}
+	if err := c.PurgeTags(context.Background(), "page"); err != nil {
+		t.Fatal(err)
+	}
+	for lang, old := range before {
+		if got := get(lang); got == old {
+			t.Errorf("GET in %s after the purge = %q, the purged variant", lang, got)
+		}
+	}
+	if n := runs.Load(); n != 4 {
+		t.Errorf("handler ran %d times, want 4", n)
+	}
+}
+
+// memoryStore returns a memory store closed when t ends.
+func memoryStore(t *testing.T) *core.MemoryStore {
+	s := core.NewMemoryStore(0)
+	t.Cleanup(func() { s.Close() })
+	return s
 }
