@@ -221,10 +221,10 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	}
 	var resp entry.Response
 	var tags []entry.Tag
-	tagsOK := true
+	tagFault := noTagFault
 	if err == nil {
 		resp = rec.response()
-		tags, tagsOK = f.tags(resp.Header)
+		tags, tagFault = f.tags(resp.Header)
 	}
 	if err != nil || originFailed(resp.Status) {
 		// The refill failed: the stale entry, if the engine finds it
@@ -261,12 +261,19 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	if !ok {
 		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
-	if !tagsOK {
+	if tagFault != noTagFault {
 		// Tags past the bounds: a purge could not be relied on to reach
 		// this response, so it is not stored, and goes to this request.
+		// Only the response's own tags say so about the URL (and mark it
+		// uncacheable for a while): tags derived from this request speak
+		// for this request alone.
 		c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss; detail=tags")
 		f.deliver(resp)
-		return outcome{share: shareNone, delivered: true}, nil
+		share := shareNone
+		if tagFault == requestTagFault {
+			share = sharePersonal
+		}
+		return outcome{share: share, delivered: true}, nil
 	}
 	keep := max(p.staleWindow(resp.Header), p.staleIfErrorWindow(resp.Header))
 	if hasValidators(resp.Header) {
@@ -296,11 +303,21 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep, tags: tags, inheritTags: inherit}, nil
 }
 
+// tagFault says which source of a response's tags put them past the
+// bounds.
+type tagFault uint8
+
+const (
+	noTagFault      tagFault = iota
+	headerTagFault           // the response's tag header
+	requestTagFault          // the route's Tags, from the request
+)
+
 // tags returns the tags of a response with header h: those of its tag
 // header, which it removes from h unless the cache keeps it, and those
-// the route's Tags derive from the request. It returns false when they
-// exceed the bounds (see WithTagHeader).
-func (f *fill) tags(h http.Header) ([]entry.Tag, bool) {
+// the route's Tags derive from the request, and which of the two, if
+// any, put them past the bounds (see WithTagHeader).
+func (f *fill) tags(h http.Header) ([]entry.Tag, tagFault) {
 	c := f.rt.c
 	var b tagBuilder
 	for _, line := range h[c.cfg.tagHeader] {
@@ -311,12 +328,18 @@ func (f *fill) tags(h http.Header) ([]entry.Tag, bool) {
 	if !c.cfg.keepTagHeader {
 		delete(h, c.cfg.tagHeader)
 	}
+	if b.bad {
+		return nil, headerTagFault
+	}
 	for _, derive := range f.p.tags {
 		for _, t := range derive(f.r) {
 			b.add(t)
 		}
 	}
-	return b.set, !b.bad
+	if b.bad {
+		return nil, requestTagFault
+	}
+	return b.set, noTagFault
 }
 
 // deliver writes a recorded response to the fill's own client, as the

@@ -59,7 +59,12 @@ func TTL(d time.Duration) PolicyOption {
 // them. f runs once per fill, with the request that leads it. Tags
 // options add up: given to [New] and to a route, the route's responses
 // carry the tags of both. The bounds of [WithTagHeader] apply to the
-// tags of both sources together.
+// tags of both sources together; a response whose request-derived tags
+// put it past them goes to its own request, unstored, without marking
+// the URL uncacheable. Derive tags only from what the route's key
+// includes (the path, keyed query parameters and headers): the tags of a
+// stored response are those of the request that filled it, and every
+// request with the same key is served it.
 func Tags(f func(r *http.Request) []string) PolicyOption {
 	if f == nil {
 		panic("flightcache: Tags: nil function")

@@ -526,3 +526,30 @@ func memoryStore(t *testing.T) *core.MemoryStore {
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// TestRequestTagsDecideForOneRequest is the attack on request-derived
+// tags: an anonymous request whose tags exceed the bounds (a long value
+// of a query parameter the key ignores) is served uncached, and does not
+// switch caching off for the URL's other requests.
+func TestRequestTagsDecideForOneRequest(t *testing.T) {
+	c := core.New(memoryStore(t), namespace(t))
+	var runs atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=3600")
+		fmt.Fprintf(w, "v%d", runs.Add(1))
+	}
+	route := []core.PolicyOption{
+		core.KeyQuery("id"),
+		core.Tags(func(r *http.Request) []string { return []string{"ref-" + r.URL.Query().Get("ref")} }),
+	}
+	attack := serveHTTP(t, c, http.MethodGet, "http://example.com/p?id=1&ref="+strings.Repeat("x", 200), h, route...)
+	if attack.Body.String() != "v1" || !strings.Contains(attack.Header().Get(core.CacheStatusHeader), "detail=tags") {
+		t.Fatalf("request with an oversized tag = %q, Cache-Status %q; want v1, not stored (detail=tags)", attack.Body.String(), attack.Header().Get(core.CacheStatusHeader))
+	}
+	for i := range 3 {
+		w := serveHTTP(t, c, http.MethodGet, "http://example.com/p?id=1&ref=home", h, route...)
+		if got, want := w.Body.String(), "v2"; got != want {
+			t.Errorf("ordinary GET #%d after the attack = %q (X-Cache %q), want %q: stored once, then hits", i, got, w.Header().Get("X-Cache"), want)
+		}
+	}
+}
