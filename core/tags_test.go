@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -550,6 +551,64 @@ func TestRequestTagsDecideForOneRequest(t *testing.T) {
 		w := serveHTTP(t, c, http.MethodGet, "http://example.com/p?id=1&ref=home", h, route...)
 		if got, want := w.Body.String(), "v2"; got != want {
 			t.Errorf("ordinary GET #%d after the attack = %q (X-Cache %q), want %q: stored once, then hits", i, got, w.Header().Get("X-Cache"), want)
+		}
+	}
+}
+
+// failingTags is a store whose tag counters cannot be read while fail is
+// set.
+type failingTags struct {
+	core.Store
+	fail atomic.Bool
+}
+
+func (s *failingTags) TagVersions(ctx context.Context, keys []string) ([]int64, error) {
+	if s.fail.Load() {
+		return nil, errors.New("tag counters unreachable")
+	}
+	return s.Store.TagVersions(ctx, keys)
+}
+
+// TestTagReadFailureFailsOpen: when the tag counters cannot be read, a
+// tagged value is served uncached and the failure reported; an untagged
+// one is unaffected; once they can, caching resumes.
+func TestTagReadFailureFailsOpen(t *testing.T) {
+	store := &failingTags{Store: memoryStore(t)}
+	var log errorLog
+	c := core.New(store, namespace(t), core.WithoutBreaker(), core.WithObserver(log.observe))
+	var runs atomic.Int64
+	fetch := func(tags ...string) func(context.Context) ([]byte, []string, time.Duration, error) {
+		return func(context.Context) ([]byte, []string, time.Duration, error) {
+			return []byte("v" + strconv.FormatInt(runs.Add(1), 10)), tags, time.Hour, nil
+		}
+	}
+	if got, err := c.DoTagged(context.Background(), "hit", fetch("t")); err != nil || string(got) != "v1" {
+		t.Fatalf("DoTagged = (%q, %v), want v1", got, err)
+	}
+	store.fail.Store(true)
+	// A stored tagged value whose tags cannot be checked: refetched.
+	if got, err := c.DoTagged(context.Background(), "hit", fetch("t")); err != nil || string(got) != "v2" {
+		t.Errorf("DoTagged on a stored value, counters down = (%q, %v), want a refetched v2", got, err)
+	}
+	// A new tagged value: served, not stored.
+	for i, want := range []string{"v3", "v4"} {
+		if got, err := c.DoTagged(context.Background(), "new", fetch("t")); err != nil || string(got) != want {
+			t.Errorf("DoTagged #%d on a new key, counters down = (%q, %v), want %s (uncached)", i, got, err, want)
+		}
+	}
+	if got, _ := c.DoTagged(context.Background(), "untagged", fetch()); string(got) != "v5" {
+		t.Errorf("untagged DoTagged = %q, want v5", got)
+	}
+	if got, _ := c.DoTagged(context.Background(), "untagged", fetch()); string(got) != "v5" {
+		t.Errorf("untagged DoTagged again = %q, want the stored v5", got)
+	}
+	if ops := log.ops(); len(ops) == 0 || slices.ContainsFunc(ops, func(op string) bool { return op != core.OpGet }) {
+		t.Errorf("observer saw %v, want OpGet failures only", ops)
+	}
+	store.fail.Store(false)
+	for i := range 2 {
+		if got, _ := c.DoTagged(context.Background(), "new", fetch("t")); string(got) != "v6" {
+			t.Errorf("DoTagged #%d once the counters are back = %q, want v6 stored", i, got)
 		}
 	}
 }
