@@ -81,6 +81,15 @@ func (s *breakerStore) Notify(ctx context.Context, key string) error {
 	return s.guard(func() error { return s.Store.Notify(ctx, key) })
 }
 
+func (s *breakerStore) PurgeTags(ctx context.Context, epochKey string, tagKeys []string) error {
+	return s.guard(func() error { return s.Store.PurgeTags(ctx, epochKey, tagKeys) })
+}
+
+func (s *breakerStore) TagVersions(ctx context.Context, keys []string) (versions []int64, err error) {
+	err = s.guard(func() error { versions, err = s.Store.TagVersions(ctx, keys); return err })
+	return versions, err
+}
+
 func (s *breakerStore) NewLock(key string, expiry time.Duration) Lock {
 	return &breakerLock{Lock: s.Store.NewLock(key, expiry), s: s}
 }

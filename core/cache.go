@@ -1,9 +1,11 @@
 package core
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -49,7 +51,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 			fwd = "method"
 		}
 		c.mark(w.Header(), "BYPASS", "fwd="+fwd)
-		return next(w, r)
+		return next(rt.passWriter(w), r)
 	}
 	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, credentialed: p.credentialed(r)}
 	if r.Method == http.MethodHead || headerValue(r.Header, "Range") != "" {
@@ -104,7 +106,7 @@ func (f *fill) serveStored() error {
 		resp, err := entry.DecodeResponse(res.value)
 		if err == nil && (f.credentialed && !sharedWithCredentials(resp.Header) || !acceptsEncoding(f.r, resp.Header)) {
 			c.mark(f.w.Header(), "BYPASS", "fwd=request")
-			return f.next(f.w, f.r)
+			return f.next(f.rt.passWriter(f.w), f.r)
 		}
 		if err == nil {
 			c.stats.Hits.Add(1)
@@ -113,7 +115,7 @@ func (f *fill) serveStored() error {
 		}
 	}
 	c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
-	return f.next(f.w, f.r)
+	return f.next(f.rt.passWriter(f.w), f.r)
 }
 
 // serveFilled answers from the store or from a fill: this request's own,
@@ -131,7 +133,7 @@ func (f *fill) serveFilled() error {
 		switch {
 		case !ok:
 			c.mark(f.w.Header(), "BYPASS", "fwd=miss")
-			return f.next(f.w, f.r)
+			return f.next(f.rt.passWriter(f.w), f.r)
 		case led && own.generation == v.Generation:
 			res = own.result // this request filled it, as the index's first variant
 		default:
@@ -148,13 +150,13 @@ func (f *fill) serveFilled() error {
 	case res.source == fromAlone:
 		// Nothing this request may be served: its handler answers it.
 		c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
-		return f.next(f.w, f.r)
+		return f.next(f.rt.passWriter(f.w), f.r)
 	}
 	resp, err := entry.DecodeResponse(res.value)
 	if err != nil {
 		c.report(ctx, OpDecode, key, err)
 		c.mark(f.w.Header(), "BYPASS", "fwd=miss")
-		return f.next(f.w, f.r)
+		return f.next(f.rt.passWriter(f.w), f.r)
 	}
 	if f.credentialed && res.shared && !sharedWithCredentials(resp.Header) ||
 		res.source != fromFill && !acceptsEncoding(f.r, resp.Header) {
@@ -162,7 +164,7 @@ func (f *fill) serveFilled() error {
 		// in a coding this request does not accept (made for another
 		// request): this one goes to the handler.
 		c.mark(f.w.Header(), "BYPASS", "fwd=request")
-		return f.next(f.w, f.r)
+		return f.next(f.rt.passWriter(f.w), f.r)
 	}
 	c.replay(f.w, f.r, resp, res)
 	return nil
@@ -185,6 +187,7 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 		bound:       true,
 		solo:        f.credentialed,
 		ownFailures: true,
+		tagged:      true,
 		fetch: func(ctx context.Context, stale []byte) (outcome, error) {
 			return f.fetch(ctx, key, index, stale)
 		},
@@ -217,15 +220,18 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	// stream ends when its client leaves.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rec := newRecorder(f.w, c.cfg.cacheHeader, p.maxBody)
+	rec := newRecorder(f.rt.passWriter(f.w), c.cfg.cacheHeader, p.maxBody)
 	rec.onStream = func() { context.AfterFunc(f.r.Context(), cancel) }
 	err := f.next(rec, fillRequest(ctx, f.r, old.Header, validated))
 	if rec.streamed {
 		return outcome{share: shareNone, delivered: true}, err
 	}
 	var resp entry.Response
+	var tags []entry.Tag
+	tagFault := noTagFault
 	if err == nil {
 		resp = rec.response()
+		tags, tagFault = f.tags(resp.Header)
 	}
 	if err != nil || originFailed(resp.Status) {
 		// The refill failed: the stale entry, if the engine finds it
@@ -248,8 +254,10 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// own answer.
 		return outcome{value: entry.EncodeResponse(resp), share: shareLeader}, nil
 	}
+	inherit := false
 	if resp.Status == http.StatusNotModified && validated {
 		resp = freshen(old, resp.Header)
+		inherit = true // the stale entry's tags, which its header no longer holds
 	}
 	ttl, ok := p.storable(resp, c.now())
 	if f.credentialed && (!ok || !sharedWithCredentials(resp.Header)) {
@@ -270,6 +278,20 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// private, Set-Cookie, Vary: *): true of the URL, for now.
 		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
+	if tagFault != noTagFault {
+		// Tags past the bounds: a purge could not be relied on to reach
+		// this response, so it is not stored, and goes to this request.
+		// Only the response's own tags say so about the URL (and mark it
+		// uncacheable for a while): tags derived from this request speak
+		// for this request alone.
+		c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss; detail=tags")
+		f.deliver(resp)
+		share := shareNone
+		if tagFault == requestTagFault {
+			share = sharePersonal
+		}
+		return outcome{share: share, delivered: true}, nil
+	}
 	keep := max(p.staleWindow(resp.Header), p.staleIfErrorWindow(resp.Header))
 	if hasValidators(resp.Header) {
 		keep = max(keep, min(max(ttl, time.Minute), time.Hour)) // room to revalidate
@@ -287,7 +309,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 	}
 	switch {
 	case len(names) == 0:
-		return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep}, nil
+		return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep, tags: tags, inheritTags: inherit}, nil
 	case index == nil:
 		// The first response for the URL that varies: store it as the
 		// first variant of a new index, then the index under the URL's
@@ -295,7 +317,7 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		// this variant too.
 		v := entry.Variants{Names: names, Generation: newGeneration()}
 		vkey := storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r))
-		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep, began), generation: v.Generation}
+		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep, tags, began), generation: v.Generation}
 		return outcome{value: entry.EncodeVariants(v), ttl: min(ttl+keep, VariantIndexTTL), note: own}, nil
 	case !subset(names, index.Names):
 		// The URL now varies on headers its index does not name: this
@@ -304,8 +326,111 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		c.dropIndex(ctx, storeKey(c.cfg.namespace, f.ukey))
 		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
 	}
-	return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep}, nil
+	return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep, tags: tags, inheritTags: inherit}, nil
 }
+
+// tagFault says which source of a response's tags put them past the
+// bounds.
+type tagFault uint8
+
+const (
+	noTagFault      tagFault = iota
+	headerTagFault           // the response's tag header
+	requestTagFault          // the route's Tags, from the request
+)
+
+// tags returns the tags of a response with header h: those of its tag
+// header, which it removes from h unless the cache keeps it, and those
+// the route's Tags derive from the request, and which of the two, if
+// any, put them past the bounds (see WithTagHeader).
+func (f *fill) tags(h http.Header) ([]entry.Tag, tagFault) {
+	c := f.rt.c
+	var b tagBuilder
+	for _, line := range h[c.cfg.tagHeader] {
+		for t := range strings.FieldsSeq(line) {
+			b.add(t)
+		}
+	}
+	if !c.cfg.keepTagHeader {
+		delete(h, c.cfg.tagHeader)
+	}
+	if b.bad {
+		return nil, headerTagFault
+	}
+	for _, derive := range f.p.tags {
+		for _, t := range derive(f.r) {
+			b.add(t)
+		}
+	}
+	if b.bad {
+		return nil, requestTagFault
+	}
+	return b.set, noTagFault
+}
+
+// deliver writes a recorded response to the fill's own client, as the
+// handler wrote it (the fill ran it without the client's conditions).
+func (f *fill) deliver(resp entry.Response) {
+	h := f.w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if bodyAllowed(resp.Status) {
+		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	}
+	f.w.WriteHeader(resp.Status)
+	if f.r.Method != http.MethodHead && bodyAllowed(resp.Status) {
+		f.w.Write(resp.Body)
+	}
+}
+
+// passWriter returns w, or w wrapped to remove the tag header from what
+// a handler writes straight to the client, unless the cache keeps it.
+// Responses replayed from the store do not need it: their header was
+// removed before they were stored.
+func (rt *Middleware) passWriter(w http.ResponseWriter) http.ResponseWriter {
+	if rt.c.cfg.keepTagHeader {
+		return w
+	}
+	return &tagStripper{ResponseWriter: w, name: rt.c.cfg.tagHeader}
+}
+
+// tagStripper removes the tag header from a response as it goes out.
+type tagStripper struct {
+	http.ResponseWriter
+	name string
+}
+
+var (
+	_ http.Flusher  = (*tagStripper)(nil)
+	_ http.Hijacker = (*tagStripper)(nil)
+)
+
+func (w *tagStripper) strip() { delete(w.ResponseWriter.Header(), w.name) }
+
+func (w *tagStripper) WriteHeader(code int) {
+	w.strip()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *tagStripper) Write(b []byte) (int, error) {
+	w.strip()
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush passes through; [http.ResponseController] finds the rest by Unwrap.
+func (w *tagStripper) Flush() {
+	w.strip()
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack passes through, for handlers that assert [http.Hijacker]
+// (WebSocket upgrades bypass the cache with this writer).
+func (w *tagStripper) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *tagStripper) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // staleIfErrorWindow returns how long past its freshness the key's stale
 // entry may stand in for a failed refill, or 0 when there is none, or it
@@ -688,7 +813,7 @@ func unsafeMethod(method string) bool {
 // resource before it writes its response, as handlers do.
 func (rt *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
 	rt.c.mark(w.Header(), "BYPASS", "fwd=method")
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: rt.passWriter(w)}
 	sw.beforeStatus = func(status int) {
 		// Only a success says the resource changed: a redirect (a
 		// router's to a clean path, a handler's after any POST) does

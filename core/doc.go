@@ -96,6 +96,11 @@
 //   - [StaleWhileRevalidate] and [StaleIfError]: 0, unless the response
 //     sets its own window.
 //   - [WithNamespace]: "flightcache". [WithCacheHeader]: "X-Cache".
+//   - Tags ([Cache.PurgeTags]): read from the response header
+//     Surrogate-Key ([WithTagHeader]), which is removed from what clients
+//     get ([KeepTagHeader] keeps it); none derived from the request
+//     ([Tags]). At most [MaxTags] tags of at most [MaxTagLength] bytes;
+//     a response past that is not stored.
 //   - [WithObserver]: none; [Stats.Errors] still counts.
 //   - [WithLockExpiry]: 5 s. [WithWaitTimeout]: 10 s. [WithFetchTimeout]:
 //     30 s. [WithStoreTimeout]: 250 ms. [WithPollInterval]: 250 ms.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type Cache struct {
 	// before one leads, each still look up once).
 	filling sync.Map
 	local   *localTier // nil unless WithLocalTier
+	// epochKey is the store key of the namespace's tag purge epoch.
+	epochKey string
 	// unfenced turns fencing off (tests only, to show what it prevents):
 	// commits ignore what the fill's lookup read and replace tombstones.
 	unfenced bool
@@ -86,6 +89,7 @@ func New(store Store, opts ...Option) *Cache {
 	for _, o := range opts {
 		o.apply(&c.cfg)
 	}
+	c.epochKey = epochKey(c.cfg.namespace)
 	if c.cfg.breakerFailures > 0 {
 		c.store = newBreakerStore(store, c.cfg.breakerFailures, c.cfg.breakerCooldown, func(err error) {
 			c.report(context.Background(), OpBreaker, "", err)
@@ -132,12 +136,51 @@ func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Conte
 	return r.value, err
 }
 
+// DoTagged is [Cache.Do] for values that carry tags (surrogate keys):
+// fetch returns the value's tags with it, and [Cache.PurgeTags] on any of
+// them invalidates the value as [Cache.Purge] on its key would. A value
+// with more than [MaxTags] distinct tags, or with a tag that is empty,
+// longer than [MaxTagLength] bytes or not printable ASCII without spaces,
+// goes to the caller whose fetch produced it and is not stored, because
+// a purge could not be relied on to reach it.
+//
+// A tagged fill costs one more store round trip than an untagged one (it
+// reads the purge epoch before fetch runs), and so does each hit on a
+// tagged value (it reads its tags' purge versions).
+func (c *Cache) DoTagged(ctx context.Context, key string, fetch func(ctx context.Context) (value []byte, tags []string, ttl time.Duration, err error)) ([]byte, error) {
+	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), flight{
+		tagged: true,
+		fetch: func(ctx context.Context, _ []byte) (outcome, error) {
+			value, tags, ttl, err := fetch(ctx)
+			set, ok := tagSet(tags)
+			switch {
+			case ttl == NoStore:
+				return outcome{value: value, share: shareNone}, err
+			case !ok:
+				return outcome{value: value, share: sharePersonal}, err
+			}
+			return outcome{value: value, ttl: ttl, tags: set}, err
+		},
+	})
+	if err == nil && r.source == fromAlone {
+		c.stats.Fetches.Add(1)
+		r.value, _, _, err = fetch(ctx)
+	}
+	return r.value, err
+}
+
 // outcome is what one run of a fill's fetch produced, and who may have it.
 type outcome struct {
 	value []byte
-	ttl   time.Duration // freshness lifetime; 0: the cache's TTL
-	keep  time.Duration // how long to keep it stored past ttl (revalidation, stale windows)
-	share sharing
+	// tags are the value's tags, their versions yet to be read at commit,
+	// and epoch the purge epoch read before the fetch started.
+	tags  []entry.Tag
+	epoch fillEpoch
+	// inheritTags adds the tags of the stale entry the fetch revalidated.
+	inheritTags bool
+	ttl         time.Duration // freshness lifetime; 0: the cache's TTL
+	keep        time.Duration // how long to keep it stored past ttl (revalidation, stale windows)
+	share       sharing
 	// staleIfError, with share staleOnError, is how far past its
 	// freshness the key's stale entry may still stand in for this fetch.
 	staleIfError time.Duration
@@ -208,6 +251,8 @@ type result struct {
 	seen        []byte
 	lookedAt    time.Time
 	invalidated bool
+	// tags are the tags of a tagged value, found current by the lookup.
+	tags []entry.Tag
 	// leaderOnly says only the caller that led the fill may be served
 	// its value; the callers that joined it look again, one new leader at
 	// a time. So it is when the fill's commit was refused because the key
@@ -254,6 +299,9 @@ type flight struct {
 	// wait: the others, and every caller while another process holds the
 	// key's lock, are served the stale value at once.
 	staleOK func(stale result) bool
+	// tagged says the fetch may return tags: the fill reads the purge
+	// epoch before it starts, which its commit is fenced on.
+	tagged bool
 }
 
 // errLeaderLeft ends a bound fill whose caller left before it started; its
@@ -297,7 +345,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 			return result{source: fromAlone}, nil
 		}
 		if f.solo {
-			return c.fetch(ctx, key, f.fetch, nil, r)
+			return c.fetch(ctx, key, c.fetchOf(key, f), nil, r)
 		}
 		var err error
 		if r.value != nil && f.staleOK != nil && f.staleOK(r) {
@@ -310,6 +358,15 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		}
 		return r, err
 	}
+}
+
+// fetchOf is f's fetch, reading the tag purge epoch first when its values
+// may carry tags.
+func (c *Cache) fetchOf(key string, f flight) fetchFunc {
+	if f.tagged {
+		return c.epochFirst(key, f.fetch)
+	}
+	return f.fetch
 }
 
 // fillInFlight reports whether this process is filling key, other than
@@ -356,7 +413,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 		}
 		c.filling.Store(key, struct{}{})
 		defer c.filling.Delete(key)
-		return c.fill(context.WithoutCancel(ctx), key, f.fetch, stale)
+		return c.fill(context.WithoutCancel(ctx), key, c.fetchOf(key, f), stale)
 	})
 	var res singleflight.Result
 	select {
@@ -545,9 +602,118 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	if o.ttl == 0 {
 		o.ttl = c.cfg.defaultTTL()
 	}
-	r := c.commit(ctx, key, o.value, o.ttl, o.keep, stale)
+	if o.inheritTags {
+		// A revalidated entry keeps the tags it had.
+		for _, t := range stale.tags {
+			if !slices.ContainsFunc(o.tags, func(u entry.Tag) bool { return u.ID == t.ID }) {
+				o.tags = append(o.tags, entry.Tag{ID: t.ID})
+			}
+		}
+		if len(o.tags) > entry.MaxTags {
+			return result{value: o.value, shared: true, source: fromFill, note: o.note}, nil
+		}
+	}
+	r := c.commit(ctx, key, o.value, o.ttl, o.keep, tagging{o.tags, o.epoch}, stale)
 	r.note = o.note
 	return r, nil
+}
+
+// fillEpoch is the tag purge epoch a fill read before its fetch started;
+// ok is false when it could not be read, and then the fill stores nothing
+// tagged.
+type fillEpoch struct {
+	v  int64
+	ok bool
+}
+
+// tagging is what a commit of a tagged value needs: its tags, and the
+// purge epoch its fill read before fetching.
+type tagging struct {
+	tags  []entry.Tag
+	epoch fillEpoch
+}
+
+// epochCtxKey is the context key under which a tagged fill's fetch finds
+// its fillEpoch (the HTTP layer commits a URL's first variant itself).
+type epochCtxKey struct{}
+
+// epochFirst makes fetch read the tag purge epoch before it starts. A
+// tag purge bumps the epoch before it raises its tags' versions, so a
+// purge that began after this read leaves its tags with a version above
+// it, which the commit checks (see stampTags).
+func (c *Cache) epochFirst(key string, fetch fetchFunc) fetchFunc {
+	return func(ctx context.Context, stale []byte) (outcome, error) {
+		epoch := c.purgeEpoch(ctx, key)
+		o, err := fetch(context.WithValue(ctx, epochCtxKey{}, epoch), stale)
+		o.epoch = epoch
+		return o, err
+	}
+}
+
+// purgeEpoch reads the namespace's tag purge epoch; a failure is reported.
+func (c *Cache) purgeEpoch(ctx context.Context, key string) fillEpoch {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	v, err := c.store.TagVersions(sctx, []string{c.epochKey})
+	if err != nil {
+		c.report(ctx, OpGet, key, err)
+		return fillEpoch{}
+	}
+	return fillEpoch{v: v[0], ok: true}
+}
+
+// epochOf returns the purge epoch the tagged fill running on ctx read.
+func epochOf(ctx context.Context) fillEpoch {
+	e, _ := ctx.Value(epochCtxKey{}).(fillEpoch)
+	return e
+}
+
+// stampTags records in tags their current purge versions, for a commit
+// by a fill that read epoch before it fetched. It refuses (fenced) when a
+// tag's version is above epoch: that tag's purge began after the epoch
+// read, so the fetch may predate it. A version read before a purge in
+// flight raises it is recorded and fails every later hit's check (see
+// tagsCurrent), so the purge is kept either way. ok is false, not fenced,
+// when the versions or the epoch could not be read.
+func (c *Cache) stampTags(ctx, sctx context.Context, key string, tags []entry.Tag, epoch fillEpoch) (ok, fenced bool) {
+	if !epoch.ok {
+		return false, false
+	}
+	versions, err := c.store.TagVersions(sctx, c.tagKeys(tags))
+	if err != nil {
+		c.report(ctx, OpGet, key, err)
+		return false, false
+	}
+	for i, v := range versions {
+		if v > epoch.v && !c.unfenced {
+			return false, true
+		}
+		tags[i].Version = v
+	}
+	return true, false
+}
+
+// tagsCurrent reports whether no tag was purged since the versions
+// recorded in tags were read.
+func (c *Cache) tagsCurrent(ctx context.Context, tags []entry.Tag) (bool, error) {
+	versions, err := c.store.TagVersions(ctx, c.tagKeys(tags))
+	if err != nil {
+		return false, err
+	}
+	for i, v := range versions {
+		if v != tags[i].Version {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func (c *Cache) tagKeys(tags []entry.Tag) []string {
+	keys := make([]string, len(tags))
+	for i, t := range tags {
+		keys[i] = tagKey(c.cfg.namespace, t.ID)
+	}
+	return keys
 }
 
 // call runs fetch once, turning a panic into a *panicError for every caller.
@@ -572,7 +738,11 @@ func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (o outc
 // Between fills the first commit wins: on a lost race commit returns the
 // stored value instead of ours, so that every process serves the same
 // bytes. A store failure leaves the value uncached.
-func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep time.Duration, seen result) result {
+//
+// A tagged value is committed only if none of its tags was purged since
+// its fill read the purge epoch (see stampTags), with the versions its
+// tags had then.
+func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep time.Duration, tg tagging, seen result) result {
 	now := time.UnixMilli(c.now().UnixMilli()) // the precision stored
 	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
 	uncommitted := func(fenced bool) result {
@@ -587,10 +757,22 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 		// this one: an invalidation since its lookup may be gone.
 		return uncommitted(true)
 	}
-	enc := entry.Encode(now, ttl, value)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
 	mine.validAt = time.Now()
+	var enc []byte
+	if len(tg.tags) == 0 {
+		enc = entry.Encode(now, ttl, value)
+	} else {
+		ok, fenced := c.stampTags(ctx, sctx, key, tg.tags, tg.epoch)
+		if !ok {
+			if fenced {
+				c.stats.FencedCommits.Add(1)
+			}
+			return uncommitted(fenced)
+		}
+		enc = entry.EncodeTagged(now, ttl, tg.tags, value)
+	}
 	if seen.seen == nil {
 		stored, won, err := c.store.SetNX(sctx, key, enc, ttl+keep)
 		if err != nil {
@@ -603,9 +785,9 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 		}
 		e, err := entry.Decode(stored)
 		switch {
-		case err == nil && e.Kind == entry.KindValue && c.fresh(e):
+		case err == nil && (e.Kind == entry.KindValue || e.Kind == entry.KindTagged && c.tagsCurrentOr(ctx, sctx, key, e.Tags)) && c.fresh(e):
 			c.stats.LostCommits.Add(1)
-			return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill, validAt: mine.validAt}
+			return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill, validAt: mine.validAt, tags: e.Tags}
 		case err == nil && (e.Kind == entry.KindTombstone || e.Kind == entry.KindPurged) && !c.unfenced:
 			c.stats.FencedCommits.Add(1)
 			return uncommitted(true) // invalidated since our lookup
@@ -640,7 +822,8 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	return uncommitted(r.invalidated)
 }
 
-// holds reports whether key still holds seen, the bytes a lookup read.
+// holds reports whether key still holds seen, the bytes a lookup read,
+// and, for a tagged value, whether none of its tags was purged since.
 func (c *Cache) holds(ctx context.Context, key string, seen []byte) bool {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
@@ -648,7 +831,20 @@ func (c *Cache) holds(ctx context.Context, key string, seen []byte) bool {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		c.report(ctx, OpGet, key, err)
 	}
-	return err == nil && bytes.Equal(b, seen)
+	if err != nil || !bytes.Equal(b, seen) {
+		return false
+	}
+	e, err := entry.Decode(b)
+	return err != nil || e.Kind != entry.KindTagged || c.tagsCurrentOr(ctx, sctx, key, e.Tags)
+}
+
+// tagsCurrentOr is tagsCurrent with a failure reported and taken as a no.
+func (c *Cache) tagsCurrentOr(ctx, sctx context.Context, key string, tags []entry.Tag) bool {
+	ok, err := c.tagsCurrent(sctx, tags)
+	if err != nil {
+		c.report(ctx, OpGet, key, err)
+	}
+	return ok
 }
 
 // commitSecondary stores value at key on behalf of a fill of another key
@@ -656,8 +852,10 @@ func (c *Cache) holds(ctx context.Context, key string, seen []byte) bool {
 // variant index), with commit's first-commit-wins rule.
 // began is when the fill's own lookup began: the fence window runs from
 // there, and the key, new to the store, is committed with SET NX.
-func (c *Cache) commitSecondary(ctx context.Context, key string, value []byte, ttl, keep time.Duration, began time.Time) result {
-	return c.commit(ctx, key, value, ttl, keep, result{lookedAt: began})
+// tags, if any, are committed with the purge epoch the fill running on
+// ctx read.
+func (c *Cache) commitSecondary(ctx context.Context, key string, value []byte, ttl, keep time.Duration, tags []entry.Tag, began time.Time) result {
+	return c.commit(ctx, key, value, ttl, keep, tagging{tags, epochOf(ctx)}, result{lookedAt: began})
 }
 
 // cached returns key's entry if the store holds it fresh, without filling
@@ -759,8 +957,21 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 	case entry.KindTombstone:
 		miss.invalidated = true
 		return miss, false
+	case entry.KindTagged:
+		// A tag purged since the commit invalidates the entry as a
+		// tombstone would: a miss (no stale serving: tag purges are
+		// hard), whose refill replaces these bytes.
+		current, err := c.tagsCurrent(withDeadline(ctx, time.Now().Add(c.cfg.storeTimeout)), e.Tags)
+		if err != nil {
+			c.report(ctx, OpGet, key, err)
+			return miss, false
+		}
+		if !current {
+			miss.invalidated = true
+			return miss, false
+		}
 	}
-	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start, validAt: start}
+	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start, validAt: start, tags: e.Tags}
 	if e.Kind == entry.KindPurged {
 		// Stale from the purge on, whatever its lifetime said.
 		r.ttl, r.invalidated = min(r.ttl, max(0, c.now().Sub(r.storedAt))), true

@@ -16,7 +16,8 @@ type Error struct {
 
 // Values of [Error.Op]: the step of the cache that failed.
 const (
-	// OpGet is a failed read of a key from the store (Store.Get).
+	// OpGet is a failed read of a key from the store (Store.Get), or of
+	// the tag purge versions a tagged fill or hit reads (Store.TagVersions).
 	OpGet = "get"
 	// OpCommit is a failed write of a fill's value, or of the marker that
 	// makes a key uncacheable for a while, to the store (Store.SetNX); the
@@ -29,7 +30,8 @@ const (
 	// OpInvalidate is a failed invalidation (Store.Invalidate) of stored
 	// entries: a purge ([Cache.Purge], [Cache.PurgeURL]), the URL of an
 	// unsafe request that succeeded, or an unreadable or outdated variant
-	// index. Until they expire, the old entries may still be served.
+	// index; or a failed tag purge ([Cache.PurgeTags], Store.PurgeTags),
+	// whose Key is then the namespace's purge epoch key. Until they expire, the old entries may still be served.
 	OpInvalidate = "invalidate"
 	// OpLock is a failure to reach the store to take a fill lock
 	// (Lock.TryLock); a lock held by another filler is not reported.

@@ -133,3 +133,33 @@ func ExampleCache_Purge() {
 	// report v1
 	// report v2
 }
+
+func ExampleCache_PurgeTags() {
+	store := core.NewMemoryStore(0)
+	defer store.Close()
+	c := core.New(store)
+	mw := c.Middleware()
+	version := 1
+	product := func(w http.ResponseWriter, r *http.Request) error {
+		// Tag the page with what it shows; clients never see the header.
+		w.Header().Set("Surrogate-Key", "product-42 catalog")
+		fmt.Fprintf(w, "product 42, version %d", version)
+		return nil
+	}
+	get := func() {
+		w := httptest.NewRecorder()
+		mw.Serve(w, httptest.NewRequest("GET", "http://shop.example/p/42", nil), "", product)
+		fmt.Println(w.Header().Get("X-Cache"), w.Body.String(), w.Header().Values("Surrogate-Key"))
+	}
+	get()
+	get()
+	version = 2 // the product changes; every page tagged with it goes
+	if err := c.PurgeTags(context.Background(), "product-42"); err != nil {
+		fmt.Println("purge failed, retry:", err)
+	}
+	get()
+	// Output:
+	// MISS product 42, version 1 []
+	// HIT product 42, version 1 []
+	// MISS product 42, version 2 []
+}

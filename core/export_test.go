@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"time"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
 )
 
 // NewLocalTierStore returns s fronted by a local tier of maxBytes, as
@@ -23,4 +25,16 @@ func WatchCount(s *MemoryStore) int {
 	s.watchers.mu.Lock()
 	defer s.watchers.mu.Unlock()
 	return len(s.watchers.set)
+}
+
+// EncodeTagged returns the store key of the Do key key in c's namespace,
+// and the entry a commit of value, fresh for ttl and carrying tags that
+// were never purged, stores there: for tests that write many entries
+// without filling them.
+func EncodeTagged(c *Cache, key string, value []byte, ttl time.Duration, tags ...string) (string, []byte) {
+	set, ok := tagSet(tags)
+	if !ok {
+		panic("EncodeTagged: invalid tags")
+	}
+	return storeKey(c.cfg.namespace, key), entry.EncodeTagged(time.UnixMilli(c.now().UnixMilli()), ttl, set, value)
 }

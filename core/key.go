@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/flightcache/flightcache/core/internal/entry"
 )
 
 // storeKey maps a caller's key to the key the store sees:
@@ -155,4 +157,83 @@ func appendCount(b []byte, n int) []byte {
 func appendField(b []byte, s string) []byte {
 	b = appendCount(b, len(s))
 	return append(append(b, ':'), s...)
+}
+
+// Tag keys: a tag's purge counter lives at "<namespace>:#{<hash>}", hash
+// being the tag's ID (the first 128 bits of its SHA-256) in unpadded
+// base64url, and the namespace's purge epoch at "<namespace>:#epoch". No
+// namespace contains '#', so neither can be another cache's key.
+func tagID(tag string) [entry.TagIDSize]byte {
+	sum := sha256.Sum256([]byte(tag))
+	return [entry.TagIDSize]byte(sum[:entry.TagIDSize])
+}
+
+func tagKey(namespace string, id [entry.TagIDSize]byte) string {
+	var buf [128]byte
+	b := append(buf[:0], namespace...)
+	b = append(b, ":#{"...)
+	b = base64.RawURLEncoding.AppendEncode(b, id[:])
+	b = append(b, '}')
+	return string(b)
+}
+
+func epochKey(namespace string) string { return namespace + ":#epoch" }
+
+// Bounds on tags: a response or value with more tags, or a longer one, is
+// not stored, because a purge could not be relied on to reach it.
+const (
+	MaxTags      = entry.MaxTags // tags one response or value may carry
+	MaxTagLength = 128           // bytes in one tag
+)
+
+// validTag reports whether tag is 1 to MaxTagLength bytes of printable
+// ASCII without spaces.
+func validTag(tag string) bool {
+	if tag == "" || len(tag) > MaxTagLength {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if tag[i] <= ' ' || tag[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// tagSet turns tags into entry tags, without duplicates and in the order
+// given. It returns false when a tag is invalid or there are more than
+// MaxTags distinct ones.
+func tagSet(tags []string) ([]entry.Tag, bool) {
+	var b tagBuilder
+	for _, t := range tags {
+		b.add(t)
+	}
+	return b.set, !b.bad
+}
+
+// tagBuilder collects tags without duplicates, bounded: it notes the
+// first invalid tag, or the first distinct one past MaxTags, and takes
+// nothing more.
+type tagBuilder struct {
+	set []entry.Tag
+	bad bool
+}
+
+func (b *tagBuilder) add(tag string) {
+	if b.bad {
+		return
+	}
+	if !validTag(tag) {
+		b.bad = true
+		return
+	}
+	id := tagID(tag)
+	if slices.ContainsFunc(b.set, func(e entry.Tag) bool { return e.ID == id }) {
+		return
+	}
+	if len(b.set) == MaxTags {
+		b.bad = true
+		return
+	}
+	b.set = append(b.set, entry.Tag{ID: id})
 }

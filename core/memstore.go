@@ -25,6 +25,13 @@ type MemoryStore struct {
 
 	mu    sync.Mutex // guards locks
 	locks map[string]memLockState
+
+	tagMu sync.Mutex // guards tags
+	// tags holds the purge counters (PurgeTags): one per tag ever purged
+	// and one for the epoch. They are never evicted, like Redis keys
+	// without a TTL: forgetting one would let an entry stored before its
+	// purge count as current again.
+	tags map[string]int64
 }
 
 var (
@@ -65,6 +72,7 @@ func NewMemoryStore(maxBytes int64) *MemoryStore {
 			}),
 		}),
 		locks: make(map[string]memLockState),
+		tags:  make(map[string]int64),
 	}
 }
 
@@ -132,6 +140,29 @@ func (s *MemoryStore) Subscribe(_ context.Context, key string) (<-chan struct{},
 func (s *MemoryStore) Notify(_ context.Context, key string) error {
 	s.wake.Wake(key)
 	return nil
+}
+
+// PurgeTags implements [Store].
+func (s *MemoryStore) PurgeTags(_ context.Context, epochKey string, tagKeys []string) error {
+	s.tagMu.Lock()
+	defer s.tagMu.Unlock()
+	s.tags[epochKey]++
+	epoch := s.tags[epochKey]
+	for _, k := range tagKeys {
+		s.tags[k] = max(s.tags[k], epoch)
+	}
+	return nil
+}
+
+// TagVersions implements [Store].
+func (s *MemoryStore) TagVersions(_ context.Context, keys []string) ([]int64, error) {
+	versions := make([]int64, len(keys))
+	s.tagMu.Lock()
+	defer s.tagMu.Unlock()
+	for i, k := range keys {
+		versions[i] = s.tags[k]
+	}
+	return versions, nil
 }
 
 // Close stops the value cache's maintenance goroutine.

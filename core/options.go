@@ -38,6 +38,10 @@ type config struct {
 	pollInterval time.Duration
 	noLock       bool
 	cacheHeader  string
+	// tagHeader is the response header tags are read from; keepTagHeader
+	// sends it on to clients instead of removing it.
+	tagHeader     string
+	keepTagHeader bool
 
 	breakerFailures int // 0: no breaker
 	breakerCooldown time.Duration
@@ -55,6 +59,7 @@ func defaultConfig() config {
 		storeTimeout: 250 * time.Millisecond,
 		pollInterval: 250 * time.Millisecond,
 		cacheHeader:  "X-Cache",
+		tagHeader:    "Surrogate-Key",
 
 		breakerFailures: 5,
 		breakerCooldown: time.Second,
@@ -169,6 +174,31 @@ func WithCacheHeader(name string) Option {
 	return optionFunc(func(c *config) { c.cacheHeader = http.CanonicalHeaderKey(name) })
 }
 
+// WithTagHeader sets the response header the HTTP layer reads a
+// response's tags (surrogate keys) from: space-separated tags, on one or
+// several header lines, which [Cache.PurgeTags] purges by. The header is
+// removed from every response sent to clients, unless [KeepTagHeader] is
+// given. A response carrying more than [MaxTags] distinct tags (counting
+// those from [Tags]), or a tag longer than [MaxTagLength] bytes or not
+// printable ASCII, is sent to its own request and not stored, because a
+// purge could not be relied on to reach it; it is marked BYPASS, with
+// detail=tags in Cache-Status. The default is "Surrogate-Key", the
+// convention of Fastly and Souin.
+func WithTagHeader(name string) Option {
+	if name == "" || http.CanonicalHeaderKey(name) == "" {
+		panic("flightcache: WithTagHeader: empty name")
+	}
+	return optionFunc(func(c *config) { c.tagHeader = http.CanonicalHeaderKey(name) })
+}
+
+// KeepTagHeader sends the tag header ([WithTagHeader]) on to clients, and
+// stores it with the response, instead of removing it: for a cache or CDN
+// in front of this one that purges by the same tags. The default is to
+// remove it.
+func KeepTagHeader() Option {
+	return optionFunc(func(c *config) { c.keepTagHeader = true })
+}
+
 // WithBreaker sets the store circuit breaker: after failures store errors
 // in a row it opens, and for cooldown every store call fails at once (the
 // cache serves from the origin, uncached) instead of waiting out the store
@@ -206,6 +236,10 @@ func WithoutBreaker() Option {
 // Redis other than through a [Store] are not broadcast.
 // [Stats.LocalHits] counts the tier's hits; the HTTP layer marks them in
 // Cache-Status with detail=l1.
+//
+// Tagged entries ([WithTagHeader], [Tags], [Cache.DoTagged]) never enter
+// the local tier: each hit on one reads its tags' purge versions from the
+// shared store, so that a tag purge reaches it at once in every process.
 //
 // The store given to [New] must implement [InvalidationWatcher], or New
 // panics; a [MemoryStore] does, but gains little from it. The default is

@@ -35,6 +35,8 @@ type policy struct {
 	// served when refilling it fails, when the response does not say.
 	staleIfError time.Duration
 	table        map[string][]PolicyOption
+	// tags derive tags from the request, added to the response's own.
+	tags []func(*http.Request) []string
 }
 
 // DefaultMaxBodySize is the largest response body stored by default.
@@ -50,6 +52,25 @@ func defaultPolicy() policy {
 func TTL(d time.Duration) PolicyOption {
 	positive("TTL", d)
 	return policyOptionFunc(func(p *policy) { p.ttl = d })
+}
+
+// Tags tags the route's stored responses with the tags f returns for the
+// request, in addition to those of the response's tag header
+// ([WithTagHeader]), so that [Cache.PurgeTags] on any of them purges
+// them. f runs once per fill, with the request that leads it. Tags
+// options add up: given to [New] and to a route, the route's responses
+// carry the tags of both. The bounds of [WithTagHeader] apply to the
+// tags of both sources together; a response whose request-derived tags
+// put it past them goes to its own request, unstored, without marking
+// the URL uncacheable. Derive tags only from what the route's key
+// includes (the path, keyed query parameters and headers): the tags of a
+// stored response are those of the request that filled it, and every
+// request with the same key is served it.
+func Tags(f func(r *http.Request) []string) PolicyOption {
+	if f == nil {
+		panic("flightcache: Tags: nil function")
+	}
+	return policyOptionFunc(func(p *policy) { p.tags = append(p.tags[:len(p.tags):len(p.tags)], f) })
 }
 
 // NoCache turns caching off for the route: requests pass straight through,

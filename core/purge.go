@@ -28,7 +28,8 @@ func (f purgeOptionFunc) applyPurge(c *purgeConfig) { f(c) }
 // fetches the new version; every other request waits for that refresh. A
 // soft-purged entry is kept at most an hour past its freshness. Where
 // there is no entry to keep, or the URL's responses vary (its variants are
-// keyed by a generation the refresh replaces), a soft purge is a hard one.
+// keyed by a generation the refresh replaces), or the entry carries tags
+// (see [Cache.PurgeTags]), a soft purge is a hard one.
 func Soft() PurgeOption { return purgeOptionFunc(func(c *purgeConfig) { c.soft = true }) }
 
 // KeyedAs tells [Cache.PurgeURL] the key options of the route that serves
@@ -95,6 +96,49 @@ func (c *Cache) PurgeURL(ctx context.Context, rawURL string, opts ...PurgeOption
 	}
 	if err := c.invalidate(ctx, storeKey(c.cfg.namespace, key), pc.soft); err != nil {
 		return fmt.Errorf("flightcache: purge url: %w", err)
+	}
+	return nil
+}
+
+// PurgeTags invalidates every value and response carrying any of tags
+// (see [WithTagHeader], [Tags] and [Cache.DoTagged]), in every process
+// sharing the store: once PurgeTags returns nil, no request or call that
+// starts afterwards, anywhere, is served a value carrying one of the tags
+// whose fill began before the purge. Fills in flight that produce such a
+// value have their commit refused; their own callers, who asked before,
+// still get it.
+//
+// A tag purge is hard: there is no [Soft] tag purge, and purged entries
+// are never served stale. It costs a constant number of store commands
+// per tag whatever the number of entries carrying it: it raises the tag's
+// purge version, and each later hit on a tagged entry compares its tags'
+// versions with those recorded in the entry. Each tag ever purged leaves
+// one small counter in the store, which does not expire. Purging a tag
+// that nothing carries is not an error.
+//
+// PurgeTags returns an error when a tag is invalid (empty, longer than
+// [MaxTagLength] bytes, or not printable ASCII without spaces: no entry
+// can carry it) or when the store cannot be reached: then nothing is
+// promised, and the caller should retry or report it. A store failure is
+// also reported to the [Observer] as [OpInvalidate]. It runs on a context
+// detached from ctx, bounded by [WithStoreTimeout].
+func (c *Cache) PurgeTags(ctx context.Context, tags ...string) error {
+	keys := make([]string, 0, len(tags))
+	for i, t := range tags {
+		if !validTag(t) {
+			return fmt.Errorf("flightcache: purge tags: tag %d is invalid: want 1 to %d bytes of printable ASCII without spaces", i, MaxTagLength)
+		}
+		keys = append(keys, tagKey(c.cfg.namespace, tagID(t)))
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	defer cancel()
+	if err := c.store.PurgeTags(sctx, c.epochKey, keys); err != nil {
+		c.report(ctx, OpInvalidate, c.epochKey, err)
+		return fmt.Errorf("flightcache: purge tags: %w", err)
 	}
 	return nil
 }

@@ -28,11 +28,14 @@ import (
 // Do keys and rawTargets URLs. The "database" is a version counter per
 // target in Redis; the origin reads it and takes rawOriginDelay, longer
 // than the time between writes, so that writes land mid-fill. A writer
-// bumps a version, invalidates (Purge, soft Purge, PurgeURL, or a POST
-// through the middleware, at random) and, once that returned, records
+// bumps a version, invalidates (Purge, soft Purge, PurgeURL, a POST
+// through the middleware, or PurgeTags, at random) and, once that returned, records
 // the version as acknowledged. A reader notes the acknowledged version
 // before it reads: a value older than that is a read that started after
-// an acknowledged write and returned older data.
+// an acknowledged write and returned older data. Every HTTP response is
+// tagged "t-<target>" by its handler, and the even Do targets are read
+// with DoTagged under the same kind of tag, so that tag purges (and the
+// other invalidations) meet tagged entries.
 const (
 	rawProcs       = 3
 	rawReaders     = 16
@@ -210,6 +213,7 @@ func runReadAfterWriteChild(ns string) int {
 			return err
 		}
 		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Surrogate-Key", "t-"+target+" all")
 		w.Write(v)
 		return nil
 	}
@@ -242,7 +246,7 @@ func runReadAfterWriteChild(ns string) int {
 			var target string
 			var n int64
 			var err error
-			switch kind := rand.IntN(4); kind {
+			switch kind := rand.IntN(5); kind {
 			case 0, 1: // Purge, hard or soft
 				target = "do-" + strconv.Itoa(i)
 				if n, err = rdb.Incr(ctx, db(target)).Result(); err == nil {
@@ -265,6 +269,14 @@ func runReadAfterWriteChild(ns string) int {
 					err = fmt.Errorf("POST answered %d", w.Code)
 				}
 				n = written.Load()
+			case 4: // PurgeTags, of an HTTP target or a tagged Do target
+				target = "http-" + strconv.Itoa(i)
+				if rand.IntN(2) == 0 {
+					target = "do-" + strconv.Itoa(i&^1)
+				}
+				if n, err = rdb.Incr(ctx, db(target)).Result(); err == nil {
+					err = c.PurgeTags(ctx, "t-"+target)
+				}
 			}
 			if err != nil {
 				fail("write", err)
@@ -299,10 +311,17 @@ func runReadAfterWriteChild(ns string) int {
 					body = w.Body.String()
 				} else {
 					var v []byte
-					v, err = c.Do(ctx, target, func(context.Context) ([]byte, time.Duration, error) {
-						v, err := version(target)
-						return v, time.Minute, err
-					})
+					if i%2 == 0 {
+						v, err = c.DoTagged(ctx, target, func(context.Context) ([]byte, []string, time.Duration, error) {
+							v, err := version(target)
+							return v, []string{"t-" + target, "all"}, time.Minute, err
+						})
+					} else {
+						v, err = c.Do(ctx, target, func(context.Context) ([]byte, time.Duration, error) {
+							v, err := version(target)
+							return v, time.Minute, err
+						})
+					}
 					body = string(v)
 				}
 				if err != nil {

@@ -265,6 +265,60 @@ func (s *RedisStore) forward(ch <-chan any, done chan<- struct{}) {
 	}
 }
 
+// tagMember is the one member of the sorted set that holds a purge
+// counter: its score is the counter. A sorted set, rather than a string,
+// because ZADD GT raises a score only if the new one is greater, in one
+// command and without a script.
+const tagMember = "v"
+
+// PurgeTags implements [Store] with ZINCRBY on the epoch key, then one
+// pipelined ZADD GT per tag key (on a Cluster, go-redis sends each node's
+// share of the pipeline concurrently).
+func (s *RedisStore) PurgeTags(ctx context.Context, epochKey string, tagKeys []string) error {
+	epoch, err := s.rdb.ZIncrBy(ctx, epochKey, 1, tagMember).Result()
+	if err != nil || len(tagKeys) == 0 {
+		return err
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range tagKeys {
+			p.ZAddGT(ctx, k, redis.Z{Score: epoch, Member: tagMember})
+		}
+		return nil
+	})
+	return err
+}
+
+// TagVersions implements [Store] with ZSCORE, pipelined when there are
+// several keys.
+func (s *RedisStore) TagVersions(ctx context.Context, keys []string) ([]int64, error) {
+	versions := make([]int64, len(keys))
+	if len(keys) == 1 {
+		v, err := s.rdb.ZScore(ctx, keys[0], tagMember).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		versions[0] = int64(v)
+		return versions, nil
+	}
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.ZScore(ctx, k, tagMember)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	for i, cmd := range cmds {
+		v, err := cmd.(*redis.FloatCmd).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		versions[i] = int64(v)
+	}
+	return versions, nil
+}
+
 // Notify implements [Store].
 func (s *RedisStore) Notify(ctx context.Context, key string) error {
 	return s.rdb.Publish(ctx, key+channelSuffix, "").Err()

@@ -50,6 +50,19 @@ type Store interface {
 	// Notify wakes key's subscribers in every process, for example after a
 	// fill gave up without storing a value.
 	Notify(ctx context.Context, key string) error
+
+	// PurgeTags records a purge of the tags whose keys are tagKeys: it
+	// increments the counter at epochKey (the namespace's purge epoch),
+	// then raises the counter at each tag key to the incremented value,
+	// leaving a counter that a later purge already raised further as it
+	// is, so that no counter ever goes down. Counters never expire. It
+	// costs a constant number of commands per tag, whatever the number
+	// of entries carrying the tags.
+	PurgeTags(ctx context.Context, epochKey string, tagKeys []string) error
+
+	// TagVersions returns the counters at keys (an epoch key or tag keys),
+	// in order, 0 for a key that holds none, in one round trip.
+	TagVersions(ctx context.Context, keys []string) ([]int64, error)
 }
 
 // Lock is a fill lock on one key, held by at most one filler at a time

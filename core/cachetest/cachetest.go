@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +34,9 @@ type Harness struct {
 // notifications across stores. When the store implements
 // [core.InvalidationWatcher], it also checks that a watch is told of
 // Delete and Replace made through another store, and of nothing once
-// stopped.
+// stopped. It checks the tag purge counters too: PurgeTags and
+// TagVersions across stores, missing counters read as 0, and counters
+// that never go down.
 func TestStore(t *testing.T, h Harness) {
 	t.Run("GetMissing", func(t *testing.T) {
 		s := h.New(t)
@@ -159,6 +162,83 @@ func TestStore(t *testing.T, h Harness) {
 		h.Advance(1100 * time.Millisecond)
 		if _, err := a.Get(ctx(t), k); !errors.Is(err, core.ErrNotFound) {
 			t.Errorf("Get after the marker's ttl error = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("TagVersionsMissing", func(t *testing.T) {
+		s := h.New(t)
+		keys := []string{uniqueKey(), uniqueKey(), uniqueKey()}
+		for _, ks := range [][]string{keys[:1], keys} {
+			got, err := s.TagVersions(ctx(t), ks)
+			if err != nil || len(got) != len(ks) || slices.ContainsFunc(got, func(v int64) bool { return v != 0 }) {
+				t.Errorf("TagVersions(%d missing keys) = (%v, %v), want %d zeros", len(ks), got, err, len(ks))
+			}
+		}
+	})
+
+	t.Run("PurgeTags", func(t *testing.T) {
+		a, b := h.New(t), h.New(t)
+		epoch, x, y, z := uniqueKey(), uniqueKey(), uniqueKey(), uniqueKey()
+		read := func(s core.Store, keys ...string) []int64 {
+			t.Helper()
+			got, err := s.TagVersions(ctx(t), keys)
+			if err != nil {
+				t.Fatalf("TagVersions: %v", err)
+			}
+			return got
+		}
+		if err := a.PurgeTags(ctx(t), epoch, []string{x, y}); err != nil {
+			t.Fatalf("PurgeTags: %v", err)
+		}
+		// Read through another store, as another process would.
+		if got, want := read(b, epoch, x, y, z), []int64{1, 1, 1, 0}; !slices.Equal(got, want) {
+			t.Errorf("after purging x and y: TagVersions(epoch, x, y, z) = %v, want %v", got, want)
+		}
+		if err := b.PurgeTags(ctx(t), epoch, []string{y}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.PurgeTags(ctx(t), epoch, nil); err != nil {
+			t.Fatalf("PurgeTags(no tags): %v", err)
+		}
+		if got, want := read(a, epoch, x, y, z), []int64{3, 1, 2, 0}; !slices.Equal(got, want) {
+			t.Errorf("after purging y, then nothing: TagVersions(epoch, x, y, z) = %v, want %v", got, want)
+		}
+		if got := read(a, y); !slices.Equal(got, []int64{2}) {
+			t.Errorf("TagVersions(y) = %v, want [2]", got)
+		}
+		// Purge versions never expire.
+		h.Advance(400 * time.Millisecond)
+		if got, want := read(b, epoch, x, y), []int64{3, 1, 2}; !slices.Equal(got, want) {
+			t.Errorf("later: TagVersions(epoch, x, y) = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("PurgeTagsConcurrentNeverLowers", func(t *testing.T) {
+		// Concurrent purges of one tag: whatever their interleaving, the
+		// tag ends at least at the epoch of the last purge to return,
+		// which is what the fence needs.
+		stores := []core.Store{h.New(t), h.New(t), h.New(t)}
+		epoch, tag := uniqueKey(), uniqueKey()
+		const n = 30
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				errs[i] = stores[i%len(stores)].PurgeTags(context.Background(), epoch, []string{tag})
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("PurgeTags #%d: %v", i, err)
+			}
+		}
+		got, err := stores[0].TagVersions(ctx(t), []string{epoch, tag})
+		if err != nil || !slices.Equal(got, []int64{n, n}) {
+			t.Errorf("after %d concurrent purges: TagVersions(epoch, tag) = (%v, %v), want [%d %d]", n, got, err, n, n)
 		}
 	})
 

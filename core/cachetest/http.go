@@ -299,6 +299,7 @@ var httpTopics = []struct {
 	{"Routes", testRoutes},
 	{"Vary", testVary},
 	{"Concurrency", testConcurrency},
+	{"Tags", testTags},
 }
 
 // endpoint is the one route most cases need: h at /r.
@@ -1639,6 +1640,77 @@ func testSecurity(t *testing.T, d Driver) {
 					}
 				}
 			}
+		}
+	})
+}
+
+// testTags tests tags (surrogate keys) and purges by tag.
+func testTags(t *testing.T, d Driver) {
+	t.Run("TagPurgeInvalidatesTaggedResponses", func(t *testing.T) {
+		tagged := func(tags string) *origin {
+			return &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+				w.Header().Set("Surrogate-Key", tags)
+				fmt.Fprint(w, "call-", n)
+			}}
+		}
+		a, b := tagged("x common"), tagged("y common")
+		c := newCache(t, d)
+		h := d.New(c, Server{Global: []core.PolicyOption{}, Endpoints: []Endpoint{
+			{Path: "/a", Handler: a.ServeHTTP}, {Path: "/b", Handler: b.ServeHTTP},
+		}})
+		for _, path := range []string{"/a", "/b", "/a", "/b"} {
+			if got := do(t, h, "GET", path); got.body != "call-1" || got.header.Values("Surrogate-Key") != nil {
+				t.Fatalf("GET %s = %q with Surrogate-Key %q, want call-1 without it", path, got.body, got.header.Values("Surrogate-Key"))
+			}
+		}
+		if err := c.PurgeTags(context.Background(), "x"); err != nil {
+			t.Fatal(err)
+		}
+		if got := do(t, h, "GET", "/a"); got.body != "call-2" || got.header.Get("X-Cache") != "MISS" {
+			t.Errorf("GET /a after purging its tag = %q (X-Cache %q), want a MISS with call-2", got.body, got.header.Get("X-Cache"))
+		}
+		if got := do(t, h, "GET", "/b"); got.body != "call-1" || got.header.Get("X-Cache") != "HIT" {
+			t.Errorf("GET /b after purging another tag = %q (X-Cache %q), want a HIT with call-1", got.body, got.header.Get("X-Cache"))
+		}
+		if err := c.PurgeTags(context.Background(), "common"); err != nil {
+			t.Fatal(err)
+		}
+		for path, want := range map[string]string{"/a": "call-3", "/b": "call-2"} {
+			if got := do(t, h, "GET", path); got.body != want {
+				t.Errorf("GET %s after purging a tag of both = %q, want %q", path, got.body, want)
+			}
+		}
+	})
+
+	t.Run("RevalidatedResponseKeepsItsTags", func(t *testing.T) {
+		// The 304 that freshens a stale response need not repeat its
+		// tags: a later purge of them still reaches it.
+		var full atomic.Int64
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "max-age=1")
+			w.Header().Set("ETag", `"v1"`)
+			if r.Header.Get("If-None-Match") == `"v1"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Header().Set("Surrogate-Key", "x")
+			fmt.Fprint(w, "full-", full.Add(1))
+		}}
+		c, clock := newClockedCache(t, d)
+		h := d.New(c, Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+		do(t, h, "GET", "/r")
+		clock.Advance(2 * time.Second) // stale: the next GET revalidates
+		if got := do(t, h, "GET", "/r"); got.body != "full-1" || o.calls.Load() != 2 {
+			t.Fatalf("revalidating GET = %q after %d origin calls, want full-1 after 2", got.body, o.calls.Load())
+		}
+		if got := do(t, h, "GET", "/r"); got.header.Get("X-Cache") != "HIT" {
+			t.Fatalf("after revalidation X-Cache = %q, want HIT", got.header.Get("X-Cache"))
+		}
+		if err := c.PurgeTags(context.Background(), "x"); err != nil {
+			t.Fatal(err)
+		}
+		if got := do(t, h, "GET", "/r"); got.body != "full-2" {
+			t.Errorf("GET after purging the tag of the revalidated response = %q, want full-2", got.body)
 		}
 	})
 }

@@ -6,7 +6,7 @@
 //	0      2     magic "FC"
 //	2      1     version (1)
 //	3      1     kind (0 = value, 1 = pass: not cacheable for now,
-//	             2 = tombstone, 3 = purged value)
+//	             2 = tombstone, 3 = purged value, 4 = tagged value)
 //	4      8     stored at, Unix milliseconds
 //	12     8     freshness lifetime, milliseconds
 //	20     4     value length n
@@ -18,6 +18,18 @@
 // every invalidation write bytes no earlier read can have seen, so that a
 // fill's commit, conditional on the key holding what its lookup read, is
 // refused after any invalidation in between (see core's fencing).
+//
+// A tagged value's value starts with its tags and the purge version each
+// had when the value was stored, then holds the value itself:
+//
+//	offset size  field
+//	0      2     tag count k (1 to MaxTags)
+//	2      24k   per tag: its 16-byte ID (a hash of the tag), then the
+//	             tag's purge version, an 8-byte signed integer
+//	2+24k  ...   the value
+//
+// A reader compares the recorded versions with the tags' current ones: a
+// tag purged since makes the entry count as invalidated.
 //
 // The stored time and lifetime let a reader compute Age and, later, serve
 // stale entries without a format break. Anything else at a key — another
@@ -47,7 +59,26 @@ const (
 	// KindPurged is a value marked stale by a soft purge: served only as
 	// stale, and fenced like a tombstone.
 	KindPurged = 3
+	// KindTagged is a value carrying surrogate keys (tags) and the purge
+	// version each tag had when it was stored.
+	KindTagged = 4
 )
+
+// MaxTags is the most tags a tagged value may carry.
+const MaxTags = 32
+
+// TagIDSize is the length of a tag's ID.
+const TagIDSize = 16
+
+// Tag is one tag of a tagged value: its ID, a hash of the tag that the
+// cache derives the tag's store key from, and the tag's purge version
+// when the value was stored.
+type Tag struct {
+	ID      [TagIDSize]byte
+	Version int64
+}
+
+const tagSize = TagIDSize + 8
 
 // nonceSize is the length of the random nonce of tombstones and purged values.
 const nonceSize = 16
@@ -71,6 +102,7 @@ type Entry struct {
 	TTL      time.Duration // freshness lifetime, millisecond precision
 	Value    []byte        // aliases the encoded bytes
 	Nonce    []byte        // tombstones and purged values only; aliases the encoded bytes
+	Tags     []Tag         // tagged values only
 }
 
 // Expires reports when the entry stops being fresh.
@@ -80,6 +112,25 @@ func (e Entry) Expires() time.Time { return e.StoredAt.Add(e.TTL) }
 // fresh for ttl.
 func Encode(storedAt time.Time, ttl time.Duration, value []byte) []byte {
 	return encode(KindValue, storedAt, ttl, value)
+}
+
+// EncodeTagged returns the encoding of a value stored at storedAt, fresh
+// for ttl, that carries tags (1 to [MaxTags] of them) with their purge
+// versions.
+func EncodeTagged(storedAt time.Time, ttl time.Duration, tags []Tag, value []byte) []byte {
+	if len(tags) == 0 || len(tags) > MaxTags {
+		panic("entry: EncodeTagged: tag count out of range")
+	}
+	b := make([]byte, 2+tagSize*len(tags)+len(value))
+	binary.BigEndian.PutUint16(b, uint16(len(tags)))
+	off := 2
+	for _, t := range tags {
+		copy(b[off:], t.ID[:])
+		binary.BigEndian.PutUint64(b[off+TagIDSize:], uint64(t.Version))
+		off += tagSize
+	}
+	copy(b[off:], value)
+	return encode(KindTagged, storedAt, ttl, b)
 }
 
 // EncodePass returns a pass marker: the key's value is not cacheable, for ttl.
@@ -126,7 +177,7 @@ func Decode(b []byte) (Entry, error) {
 		return Entry{}, ErrTruncated
 	}
 	kind := b[3]
-	if kind > KindPurged {
+	if kind > KindTagged {
 		return Entry{}, fmt.Errorf("%w: kind %d", ErrVersion, kind)
 	}
 	stored := int64(binary.BigEndian.Uint64(b[4:]))
@@ -149,7 +200,28 @@ func Decode(b []byte) (Entry, error) {
 		}
 		nonce, value = value[:nonceSize:nonceSize], value[nonceSize:]
 	}
+	var tags []Tag
+	if kind == KindTagged {
+		if len(value) < 2 {
+			return Entry{}, ErrTruncated
+		}
+		k := int(binary.BigEndian.Uint16(value))
+		if k == 0 || k > MaxTags {
+			return Entry{}, fmt.Errorf("%w: %d tags", ErrForeign, k)
+		}
+		if len(value) < 2+k*tagSize {
+			return Entry{}, ErrTruncated
+		}
+		tags = make([]Tag, k)
+		for i := range tags {
+			off := 2 + i*tagSize
+			copy(tags[i].ID[:], value[off:])
+			tags[i].Version = int64(binary.BigEndian.Uint64(value[off+TagIDSize:]))
+		}
+		value = value[2+k*tagSize:]
+	}
 	return Entry{
+		Tags:     tags,
 		Kind:     kind,
 		StoredAt: time.UnixMilli(stored),
 		TTL:      time.Duration(ttl) * time.Millisecond,

@@ -24,6 +24,46 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestTaggedRoundTrip(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_123)
+	for _, n := range []int{1, 3, MaxTags} {
+		tags := make([]Tag, n)
+		for i := range tags {
+			tags[i] = Tag{ID: [TagIDSize]byte{byte(i), 0xee}, Version: int64(i) * 1_000_000_007}
+		}
+		for _, v := range [][]byte{nil, []byte("hello")} {
+			e, err := Decode(EncodeTagged(at, time.Minute, tags, v))
+			if err != nil {
+				t.Fatalf("Decode(EncodeTagged(%d tags, %d bytes)) error: %v", n, len(v), err)
+			}
+			if e.Kind != KindTagged || !e.StoredAt.Equal(at) || e.TTL != time.Minute || !bytes.Equal(e.Value, v) || !slices.Equal(e.Tags, tags) {
+				t.Errorf("round trip of %d tags = %+v, want kind %d, %d bytes, tags %v", n, e, KindTagged, len(v), tags)
+			}
+		}
+	}
+}
+
+func TestDecodeRejectsBadTags(t *testing.T) {
+	at := time.UnixMilli(1)
+	tests := []struct {
+		name  string
+		value []byte
+		want  error
+	}{
+		{"no count", []byte{0}, ErrTruncated},
+		{"zero tags", []byte{0, 0, 'v'}, ErrForeign},
+		{"too many tags", append([]byte{0, MaxTags + 1}, make([]byte, (MaxTags+1)*tagSize)...), ErrForeign},
+		{"short tags", append([]byte{0, 2}, make([]byte, tagSize+3)...), ErrTruncated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Decode(encode(KindTagged, at, time.Minute, tt.value)); !errors.Is(err, tt.want) {
+				t.Errorf("Decode() error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	good := Encode(time.UnixMilli(1), time.Minute, []byte("payload"))
 	flipped := bytes.Clone(good)
@@ -86,6 +126,10 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add(EncodePass(time.Now(), time.Second))
 	f.Add(EncodeTombstone(time.Now()))
 	f.Add(Purged(Entry{StoredAt: time.UnixMilli(42), TTL: time.Second, Value: []byte("value")}))
+	f.Add(EncodeTagged(time.UnixMilli(42), time.Second, []Tag{{ID: [TagIDSize]byte{1}, Version: 7}}, []byte("value")))
+	f.Add(EncodeTagged(time.UnixMilli(42), time.Second, make([]Tag, MaxTags), nil))
+	f.Add(encode(KindTagged, time.UnixMilli(42), time.Second, []byte{0, 1, 2}))
+	f.Add(encode(KindTagged, time.UnixMilli(42), time.Second, []byte{0xff, 0xff}))
 	f.Add([]byte("FC"))
 	f.Add([]byte("FC\x01\x00truncated"))
 	f.Add([]byte("not ours at all"))
@@ -95,6 +139,12 @@ func FuzzDecodeEntry(f *testing.F) {
 			return
 		}
 		// Anything that decodes must re-encode to the same bytes.
+		if e.Kind == KindTagged {
+			if again := EncodeTagged(e.StoredAt, e.TTL, e.Tags, e.Value); !bytes.Equal(again, b) {
+				t.Fatalf("EncodeTagged(Decode(%x)) = %x", b, again)
+			}
+			return
+		}
 		if again := encode(e.Kind, e.StoredAt, e.TTL, append(bytes.Clone(e.Nonce), e.Value...)); !bytes.Equal(again, b) {
 			t.Fatalf("Encode(Decode(%x)) = %x", b, again)
 		}
