@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -116,17 +117,25 @@ func (c *Cache) PurgeURL(ctx context.Context, rawURL string, opts ...PurgeOption
 // one small counter in the store, which does not expire. Purging a tag
 // that nothing carries is not an error.
 //
-// PurgeTags returns an error when a tag is invalid (empty, longer than
-// [MaxTagLength] bytes, or not printable ASCII without spaces: no entry
-// can carry it) or when the store cannot be reached: then nothing is
+// PurgeTags returns an error wrapping [ErrInvalidTag] when a tag is
+// invalid (empty, longer than [MaxTagLength] bytes, or not printable ASCII
+// without spaces: no entry can carry it), before any store call, or when the store cannot be reached: then nothing is
 // promised, and the caller should retry or report it. A store failure is
 // also reported to the [Observer] as [OpInvalidate]. It runs on a context
 // detached from ctx, bounded by [WithStoreTimeout].
 func (c *Cache) PurgeTags(ctx context.Context, tags ...string) error {
+	return c.purgeTags(ctx, tags)
+}
+
+// ErrInvalidTag is wrapped by the error [Cache.PurgeTags] returns for a
+// tag no entry can carry: the caller's mistake, not the store's.
+var ErrInvalidTag = errors.New("flightcache: invalid tag")
+
+func (c *Cache) purgeTags(ctx context.Context, tags []string) error {
 	keys := make([]string, 0, len(tags))
 	for i, t := range tags {
 		if !validTag(t) {
-			return fmt.Errorf("flightcache: purge tags: tag %d is invalid: want 1 to %d bytes of printable ASCII without spaces", i, MaxTagLength)
+			return fmt.Errorf("flightcache: purge tags: tag %d: %w: want 1 to %d bytes of printable ASCII without spaces", i, ErrInvalidTag, MaxTagLength)
 		}
 		keys = append(keys, tagKey(c.cfg.namespace, tagID(t)))
 	}

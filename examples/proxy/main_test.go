@@ -494,9 +494,9 @@ func TestPurgeBadRequests(t *testing.T) {
 		{"endpoint with a relative url", "POST", purgePath + "?url=a", nil, http.StatusBadRequest},
 		{"endpoint with a GET", "GET", purgePath + "?url=/a", nil, http.StatusMethodNotAllowed},
 		{"bad Soft-Purge", "PURGE", "/a", []string{"Soft-Purge: yes"}, http.StatusBadRequest},
-		// TODO(lead): 200 once PURGE calls core's PurgeTags.
-		{"tag by Surrogate-Key", "PURGE", "/a", []string{"Surrogate-Key: x y"}, http.StatusNotImplemented},
-		{"tag on the endpoint", "POST", purgePath + "?tag=x", nil, http.StatusNotImplemented},
+		{"tag by Surrogate-Key", "PURGE", "/a", []string{"Surrogate-Key: x y"}, http.StatusOK},
+		{"tag on the endpoint", "POST", purgePath + "?tag=x", nil, http.StatusOK},
+		{"soft tag purge", "PURGE", "/a", []string{"Surrogate-Key: x", "Soft-Purge: 1"}, http.StatusBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := do(t, tc.method, addr, tc.target, append(tc.header, bearer)...)
@@ -644,4 +644,36 @@ func TestConnectionHeaderDoesNotPoisonVariants(t *testing.T) {
 			wantBody(t, "a clean GET", do(t, "GET", addr, target), "hello")
 		})
 	}
+}
+
+// TestPurgeTag fills pages whose upstream tags them (Surrogate-Key), then
+// purges one tag through the proxy: every page carrying it is refetched,
+// the others are not, and clients never see the tag header.
+func TestPurgeTag(t *testing.T) {
+	var version atomic.Int64
+	version.Store(1)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		tag := "product-1"
+		if r.URL.Path == "/other" {
+			tag = "product-2"
+		}
+		w.Header().Set("Surrogate-Key", tag+" all")
+		fmt.Fprintf(w, "%s v%d", r.URL.Path, version.Load())
+	})
+	addr := startProxy(t, up, nil, "-purge-token", token)
+	for _, p := range []string{"/a", "/b", "/other"} {
+		got := do(t, "GET", addr, p)
+		wantBody(t, "fill "+p, got, p+" v1")
+		if got.header.Get("Surrogate-Key") != "" {
+			t.Errorf("GET %s: the client got Surrogate-Key %q", p, got.header.Get("Surrogate-Key"))
+		}
+	}
+	version.Store(2)
+	if got := do(t, "PURGE", addr, "/anything", "Authorization: Bearer "+token, "Surrogate-Key: product-1"); got.status != http.StatusOK {
+		t.Fatalf("PURGE by tag = %d %q, want 200", got.status, got.body)
+	}
+	wantBody(t, "GET /a after its tag was purged", do(t, "GET", addr, "/a"), "/a v2")
+	wantBody(t, "GET /b after its tag was purged", do(t, "GET", addr, "/b"), "/b v2")
+	wantBody(t, "GET /other, not tagged product-1", do(t, "GET", addr, "/other"), "/other v1")
 }

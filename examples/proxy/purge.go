@@ -98,17 +98,17 @@ func (p *purger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case req.tags != nil:
-		// TODO(lead): core is gaining Cache.PurgeTags(ctx, tags ...string)
-		// error. Once it lands, replace the reply below with
-		//
-		//	err = p.c.PurgeTags(r.Context(), req.tags...)
-		//
-		// and let the error handling after the switch answer. PurgeTags
-		// takes no options, so decide what Soft-Purge: 1 means for tags
-		// (refuse it with 400, or purge hard and say so in the README).
-		// The tests in main_test.go expect 501 for now.
-		reply(w, http.StatusNotImplemented, "purging by tag is not supported yet")
-		return
+		if req.soft {
+			// Tag purges are hard in core: say so rather than purge
+			// harder than asked.
+			reply(w, http.StatusBadRequest, "a tag purge cannot be soft")
+			return
+		}
+		err = p.c.PurgeTags(r.Context(), req.tags...)
+		if errors.Is(err, core.ErrInvalidTag) {
+			reply(w, http.StatusBadRequest, "invalid tag")
+			return
+		}
 	default:
 		// PurgeURL wants an absolute URL; the host is a placeholder,
 		// as keyFor (the middleware's key) ignores it.
