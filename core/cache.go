@@ -320,11 +320,14 @@ func (f *fill) fetch(ctx context.Context, key string, index *entry.Variants, sta
 		own := ownVariant{result: c.commitSecondary(ctx, vkey, entry.EncodeResponse(resp), ttl, keep, tags, began), generation: v.Generation}
 		return outcome{value: entry.EncodeVariants(v), ttl: min(ttl+keep, VariantIndexTTL), note: own}, nil
 	case !subset(names, index.Names):
-		// The URL now varies on headers its index does not name: this
-		// response cannot be filed under it. Drop the index, so that the
-		// next request starts a new one, and serve this one uncached.
-		c.dropIndex(ctx, storeKey(c.cfg.namespace, f.ukey))
-		return outcome{value: entry.EncodeResponse(resp), share: shareNone}, nil
+		// This response varies on headers the URL's index does not name
+		// (a CORS middleware adds Vary: Origin only when Origin is sent):
+		// it cannot be filed under the index, so it goes to this request
+		// alone. The index stays: one request must not retire every
+		// stored variant. If the handler changed for good, the index,
+		// which lives only as long as its first variant is kept, gives
+		// way to a new one when it expires.
+		return outcome{value: entry.EncodeResponse(resp), share: shareLeader}, nil
 	}
 	return outcome{value: entry.EncodeResponse(resp), ttl: ttl, keep: keep, tags: tags, inheritTags: inherit}, nil
 }

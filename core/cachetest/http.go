@@ -1244,7 +1244,7 @@ func testVary(t *testing.T, d Driver) {
 		}
 	})
 
-	t.Run("VaryChangeStartsANewIndex", func(t *testing.T) {
+	t.Run("VaryChangeStartsANewIndexWhenTheOldExpires", func(t *testing.T) {
 		var onEncoding atomic.Bool
 		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
 			name := "Accept-Language"
@@ -1254,7 +1254,8 @@ func testVary(t *testing.T, d Driver) {
 			w.Header().Set("Vary", name)
 			fmt.Fprintf(w, "%s=%s call=%d", name, r.Header.Get(name), n)
 		}}
-		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+		c, clock := newClockedCache(t, d)
+		h := d.New(c, Server{Global: []core.PolicyOption{core.TTL(time.Minute)}, Endpoints: endpoint(o.ServeHTTP)})
 		do(t, h, "GET", "/r", "Accept-Language", "en")
 		onEncoding.Store(true)
 		// A new variant now varies on a header the index does not name:
@@ -1265,9 +1266,43 @@ func testVary(t *testing.T, d Driver) {
 		if !strings.HasPrefix(gzip.body, "Accept-Encoding=gzip") || !strings.HasPrefix(br.body, "Accept-Encoding=br") {
 			t.Fatalf("got %q and %q, want each client its own encoding", gzip.body, br.body)
 		}
-		again := do(t, h, "GET", "/r", "Accept-Language", "fr", "Accept-Encoding", "br")
-		if again.body != br.body || again.header.Get("X-Cache") != "HIT" {
-			t.Errorf("br again: %q (X-Cache %q), want the stored %q under the new index", again.body, again.header.Get("X-Cache"), br.body)
+		// Once the old index has expired (with the variant it was made
+		// for), the next response starts a new one.
+		clock.Advance(time.Minute + time.Second)
+		first := do(t, h, "GET", "/r", "Accept-Language", "fr", "Accept-Encoding", "br")
+		again := do(t, h, "GET", "/r", "Accept-Language", "de", "Accept-Encoding", "br")
+		if again.body != first.body || again.header.Get("X-Cache") != "HIT" {
+			t.Errorf("br again: %q (X-Cache %q), want the stored %q under the new index", again.body, again.header.Get("X-Cache"), first.body)
+		}
+	})
+
+	// A CORS middleware adds Vary: Origin only when Origin is sent: one
+	// such request must not retire the variants every other client uses.
+	t.Run("OneRequestDoesNotRetireEveryVariant", func(t *testing.T) {
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "max-age=3600")
+			w.Header().Add("Vary", "Accept-Language")
+			if r.Header.Get("Origin") != "" {
+				w.Header().Add("Vary", "Origin")
+			}
+			fmt.Fprintf(w, "lang=%s call=%d", r.Header.Get("Accept-Language"), n)
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{}, Endpoints: endpoint(o.ServeHTTP)})
+		langs := []string{"en", "de", "fr"}
+		for _, l := range langs {
+			do(t, h, "GET", "/r", "Accept-Language", l)
+		}
+		for i := range 5 { // each a variant not stored yet, so its handler runs
+			do(t, h, "GET", "/r", "Accept-Language", fmt.Sprint("xx-", i), "Origin", "https://evil.example")
+		}
+		calls := o.calls.Load()
+		for _, l := range langs {
+			if got := do(t, h, "GET", "/r", "Accept-Language", l); got.header.Get("X-Cache") != "HIT" {
+				t.Errorf("%s after requests with Origin: X-Cache %q, want HIT (its variant kept)", l, got.header.Get("X-Cache"))
+			}
+		}
+		if n := o.calls.Load(); n != calls {
+			t.Errorf("origin called %d more times to re-render the variants, want 0", n-calls)
 		}
 	})
 
