@@ -1422,6 +1422,104 @@ func reflector(w http.ResponseWriter, r *http.Request) {
 // testSecurity tests what an anonymous request can and cannot make the
 // cache do to other users' responses.
 func testSecurity(t *testing.T, d Driver) {
+	// One request's own headers can make the handler fail (gin's content
+	// negotiation answering 406 to an odd Accept, an auth group answering
+	// 401): that says nothing about the URL, so it must not switch
+	// caching off for the URL, nor be handed to the requests waiting.
+	junkAccept := func(o *origin, hold <-chan struct{}) {
+		o.write = func(w http.ResponseWriter, r *http.Request, n int64) {
+			if hold != nil && n == 1 {
+				<-hold
+			}
+			if r.Header.Get("Accept") == "application/x-junk" {
+				http.Error(w, "not acceptable", http.StatusNotAcceptable)
+				return
+			}
+			fmt.Fprintf(w, "page call %d", n)
+		}
+	}
+	t.Run("RequestCausedErrorLeavesNoMarker", func(t *testing.T) {
+		o := &origin{}
+		junkAccept(o, nil)
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{core.TTL(time.Hour)}, Endpoints: endpoint(o.ServeHTTP)})
+		if got := do(t, h, "GET", "/r", "Accept", "application/x-junk"); got.status != http.StatusNotAcceptable {
+			t.Fatalf("junk Accept = %d, want 406", got.status)
+		}
+		for range 10 {
+			do(t, h, "GET", "/r")
+		}
+		if n := o.calls.Load(); n != 2 {
+			t.Errorf("origin called %d times for a 406 and 10 clean requests, want 2: the 406 must not mark the URL uncacheable", n)
+		}
+	})
+
+	t.Run("LeaderErrorStatusNotHandedToWaiters", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{}
+		junkAccept(o, release)
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{core.TTL(time.Hour)}, Endpoints: endpoint(o.ServeHTTP)})
+		const n = 20
+		got := make([]response, n)
+		herd(t, o, 1, n, func() { close(release) }, func(ctx context.Context, i int) {
+			if i == 0 {
+				got[i] = doCtx(t, ctx, h, "GET", "/r", "Accept", "application/x-junk")
+				return
+			}
+			got[i] = doCtx(t, ctx, h, "GET", "/r")
+		})
+		if got[0].status != http.StatusNotAcceptable {
+			t.Errorf("the junk leader got %d, want its 406", got[0].status)
+		}
+		for i, r := range got[1:] {
+			if r.status != http.StatusOK {
+				t.Errorf("waiter %d got %d %q, want its own 200", i+1, r.status, r.body)
+			}
+		}
+		if calls := o.calls.Load(); calls != 2 {
+			t.Errorf("origin called %d times, want 2: the junk leader's, then one new leader for the %d waiters", calls, n-1)
+		}
+	})
+
+	// A junk Authorization on the request that would lead a cold key's
+	// fill must not make the others wait for it, then run the handler
+	// one by one: a request whose answer may be personal leads no fill.
+	t.Run("CredentialedRequestLeadsNoHerd", func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			if r.Header.Get("Authorization") != "" {
+				<-release
+			}
+			fmt.Fprintf(w, "page call %d", n)
+		}}
+		h := d.New(newCache(t, d), Server{Global: []core.PolicyOption{core.TTL(time.Hour)}, Endpoints: endpoint(o.ServeHTTP)})
+		var wg sync.WaitGroup
+		wg.Go(func() { do(t, h, "GET", "/r", "Authorization", "Bearer junk") })
+		o.waitStarted()
+		const n = 20
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			var herd sync.WaitGroup
+			for range n {
+				herd.Go(func() { do(t, h, "GET", "/r") })
+			}
+			herd.Wait()
+		}()
+		timeout := time.NewTimer(10 * time.Second)
+		defer timeout.Stop()
+		select {
+		case <-done:
+		case <-timeout.C:
+			t.Error("anonymous requests waited on a fill led by a request with Authorization")
+		}
+		close(release)
+		<-done
+		wg.Wait()
+		if calls := o.calls.Load(); calls != 2 {
+			t.Errorf("origin called %d times, want 2: the credentialed request's and one for the %d others", calls, n)
+		}
+	})
+
 	// Junk queries on a varying URL each create a variant index: those
 	// must not outlive the responses they index (they lived a day).
 	t.Run("VariantIndexBoundedByItsVariants", func(t *testing.T) {
