@@ -26,8 +26,10 @@ import (
 // next is the rest of the handler chain. The request it gets carries a
 // context detached from r's (bounded by [WithFetchTimeout]) so that a
 // client leaving does not cancel a fill other requests wait for. An error
-// it returns is returned by Serve, to this request and every request
-// waiting on the same fill, and nothing is stored. Serve itself returns
+// it returns (or a panic) is returned by Serve to this request only, and
+// nothing is stored; the requests waiting on the same fill look again,
+// one new leader at a time, as they do after an error status. A request
+// with credentials never leads a fill others wait on. Serve itself returns
 // no other errors: store failures are absorbed (see [Cache.Do]), and when
 // r's context ends while it waits for another request's fill it returns
 // nil without writing, the client being gone.

@@ -239,10 +239,10 @@ func StaleWhileRevalidate(d time.Duration) PolicyOption {
 // counts, RFC 5861). A refill fails when the handler returns an error
 // (an echo handler's error, or the error of the next function given to
 // [Middleware.Serve]) or answers 500, 502, 503 or 504; then that request
-// and every request waiting on
-// the same fill get the stale response (X-Cache STALE), nothing is
-// stored, and the next request past the fill tries the origin again. A
-// panic is not served stale: it reaches every waiting request as before.
+// and every request waiting on the same fill get the stale response
+// (X-Cache STALE), nothing is stored, and the next request past the fill
+// tries the origin again. A panic is not served stale: it reaches its own
+// request, and the waiting requests look again.
 // Responses with must-revalidate, proxy-revalidate, no-cache or s-maxage
 // are never served stale by this default. The default is 0: a failed
 // refill's response goes to its requests.

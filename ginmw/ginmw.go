@@ -35,8 +35,9 @@ import (
 // response goes to its own request only: it is neither stored nor shared
 // with the waiting requests ([core.DoNotStore]), and its headers are left
 // as the handlers set them.
-// Handler panics reach every request waiting on the fill, where
-// [gin.Recovery] placed before the middleware turns them into 500s.
+// A handler panic reaches the request whose fill panicked, where
+// [gin.Recovery] placed before the middleware turns it into a 500; the
+// requests waiting on that fill run their own.
 // Requests that match no route pass through uncached.
 func Cache(c *core.Cache, opts ...core.PolicyOption) gin.HandlerFunc {
 	rt := c.Middleware(opts...)
