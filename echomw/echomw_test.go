@@ -1,6 +1,7 @@
 package echomw_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/core/cachetest"
+	"github.com/flightcache/flightcache/core/repotest"
 	"github.com/flightcache/flightcache/echomw"
 )
 
@@ -311,5 +313,48 @@ func TestResponseBookkeeping(t *testing.T) {
 		if s != want {
 			t.Errorf("request %d: echo.Response = %+v, want %+v", i+1, s, want)
 		}
+	}
+}
+
+// TestLeaderErrorIsItsOwn is the echo shape of a request-caused failure:
+// the handler of the request leading a cold key's fill returns an error
+// because of that request's own headers (echo's 401 or 406 as an error).
+// Only that request gets echo's error response; the requests waiting on
+// the fill get their own answer, from one new fill.
+func TestLeaderErrorIsItsOwn(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int64
+	e := echo.New()
+	e.Use(echomw.Cache(newCache(t), core.TTL(time.Hour)))
+	e.GET("/r", func(c echo.Context) error {
+		if calls.Add(1) == 1 {
+			<-release
+		}
+		if c.Request().Header.Get("Accept") == "application/x-junk" {
+			return echo.NewHTTPError(http.StatusNotAcceptable)
+		}
+		return c.String(http.StatusOK, "page")
+	})
+	const n = 10
+	got := make([]response, n)
+	repotest.Herd(t, n, func() bool { return calls.Load() > 0 }, func() { close(release) }, func(ctx context.Context, i int) {
+		r := httptest.NewRequestWithContext(ctx, "GET", "/r", nil)
+		if i == 0 {
+			r.Header.Set("Accept", "application/x-junk")
+		}
+		w := httptest.NewRecorder()
+		e.ServeHTTP(w, r)
+		got[i] = response{w.Code, w.Result().Header, w.Body.String()}
+	})
+	if got[0].status != http.StatusNotAcceptable {
+		t.Errorf("the leader got %d, want its own 406", got[0].status)
+	}
+	for i, r := range got[1:] {
+		if r.status != http.StatusOK || r.body != "page" {
+			t.Errorf("waiter %d got %d %q, want its own 200 page", i+1, r.status, r.body)
+		}
+	}
+	if c := calls.Load(); c != 2 {
+		t.Errorf("handler ran %d times, want 2: the leader's, then one new fill for the waiters", c)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/core/cachetest"
+	"github.com/flightcache/flightcache/core/repotest"
 	"github.com/flightcache/flightcache/ginmw"
 )
 
@@ -282,32 +283,8 @@ func TestPanicBelongsToItsRequest(t *testing.T) {
 		statuses[i] = w.Code
 	}
 	// The first client alone, until the handler has it; then the others,
-	// released once each waits on that fill. A late one would run the
-	// handler again.
-	var wg sync.WaitGroup
-	wg.Go(func() { send(context.Background(), 0) })
-	deadline := time.Now().Add(10 * time.Second)
-	for calls.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	parked := make(chan struct{}, n)
-	for i := 1; i < n; i++ {
-		ctx := &parkedContext{Context: context.Background(), parked: parked}
-		wg.Go(func() { send(ctx, i) })
-	}
-	timeout := time.NewTimer(10 * time.Second)
-	defer timeout.Stop()
-wait:
-	for range n - 1 {
-		select {
-		case <-parked:
-		case <-timeout.C:
-			t.Error("the waiters did not all queue behind the fill within 10s")
-			break wait
-		}
-	}
-	close(release)
-	wg.Wait()
+	// released once each waits on that fill.
+	repotest.Herd(t, n, func() bool { return calls.Load() > 0 }, func() { close(release) }, send)
 	for i, s := range statuses {
 		if s != http.StatusInternalServerError {
 			t.Errorf("client %d got status %d, want 500 from gin.Recovery", i, s)
@@ -324,21 +301,6 @@ wait:
 	if got := get(r, "/ok"); got.status != 200 || got.body != "fine" {
 		t.Errorf("request after the panic = %d %q, want 200 fine", got.status, got.body)
 	}
-}
-
-// parkedContext is a request context that reports on parked, once, when
-// its request first waits on it: a request that finds its key's fill in
-// flight selects on its context's Done while it waits for that fill, and
-// nothing on its way there asks for Done earlier.
-type parkedContext struct {
-	context.Context
-	once   sync.Once
-	parked chan<- struct{} // room for every request's report
-}
-
-func (c *parkedContext) Done() <-chan struct{} {
-	c.once.Do(func() { c.parked <- struct{}{} })
-	return c.Context.Done()
 }
 
 func TestStreamingHandler(t *testing.T) {
