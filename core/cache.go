@@ -702,6 +702,11 @@ func resolveRange(r string, size int) (first, last int, ok bool) {
 // read, and Go's http.Transport, which adds gzip on its own, strips the
 // coding only when it added the header itself. Caches that normalise
 // Accept-Encoding treat a missing header the same way.
+//
+// Only the registered compression codings are checked: they are what a
+// compression middleware that forgot Vary produces, and what a client
+// that did not ask for them cannot read. Another value says something
+// the cache cannot reason about, and is served as stored.
 func acceptsEncoding(r *http.Request, h http.Header) bool {
 	ce := h["Content-Encoding"]
 	if len(ce) == 0 {
@@ -713,7 +718,7 @@ func acceptsEncoding(r *http.Request, h http.Header) bool {
 			var coding string
 			coding, v, _ = strings.Cut(v, ",")
 			coding = strings.TrimSpace(coding)
-			if coding != "" && !strings.EqualFold(coding, "identity") && !acceptable(ae, coding) {
+			if compression(coding) && !acceptable(ae, coding) {
 				return false
 			}
 		}
@@ -751,6 +756,16 @@ func acceptable(ae []string, coding string) bool {
 
 // canonicalCoding maps the x- aliases RFC 9110 (section 8.4.1) makes
 // equivalent to their codings.
+// compression reports whether coding is a registered compression coding
+// (or an alias of one).
+func compression(coding string) bool {
+	switch strings.ToLower(canonicalCoding(coding)) {
+	case "gzip", "deflate", "br", "zstd", "compress":
+		return true
+	}
+	return false
+}
+
 func canonicalCoding(coding string) string {
 	switch {
 	case strings.EqualFold(coding, "x-gzip"):
