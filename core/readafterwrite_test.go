@@ -134,6 +134,7 @@ func TestReadAfterWriteAcrossProcesses(t *testing.T) {
 		{"cluster", func(t *testing.T) []string { return clusterAddrs(t) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // the fleets mostly wait on their origins
 			got := runReadAfterWrite(t, realRedisAddr(t), tt.cluster(t), false, rawReadsPerPro)
 			t.Logf("%d reads, %d stale after an acknowledged write, %d errors", got.reads, got.stale, got.errors)
 			if got.reads < rawProcs*rawReadsPerPro {
@@ -153,6 +154,7 @@ func TestReadAfterWriteAcrossProcesses(t *testing.T) {
 // fence turned off: it must count stale reads, or the test above could
 // not fail.
 func TestReadAfterWriteCatchesAnUnfencedCache(t *testing.T) {
+	t.Parallel()
 	got := runReadAfterWrite(t, realRedisAddr(t), nil, true, rawReadsPerPro/3)
 	t.Logf("unfenced: %d reads, %d stale after an acknowledged write", got.reads, got.stale)
 	if got.stale == 0 {
