@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n== %s\n' "$*"; }
+log() { printf '\n== %s (at %ss)\n' "$*" "$SECONDS"; }
 
 . scripts/redis.sh
 
