@@ -41,8 +41,8 @@ const (
 	rawReaders     = 16
 	rawTargets     = 4
 	rawReadsPerPro = 3400 // 3 x 3400 > 10,000 reads in all
-	rawOriginDelay = 15 * time.Millisecond
-	rawWriteEvery  = 3 * time.Millisecond
+	rawOriginDelay = 8 * time.Millisecond
+	rawWriteEvery  = 2 * time.Millisecond
 
 	modeReadAfterWrite = "read-after-write"
 	rawClusterEnv      = "FLIGHTCACHE_TEST_CHILD_CLUSTER"

@@ -86,9 +86,9 @@ FLIGHTCACHE_CONFORMANCE_MIN_REQUIRED=155 ./scripts/conformance.sh
 
 log "fuzz smoke"
 for target in FuzzDecodeEntry FuzzDecodeResponse FuzzDecodeVariants; do
-	go test -run '^$' -fuzz "^$target$" -fuzztime 5s ./core/internal/entry
+	go test -run '^$' -fuzz "^$target$" -fuzztime 3s ./core/internal/entry
 done
-go test -run '^$' -fuzz '^FuzzKey$' -fuzztime 5s ./core
+go test -run '^$' -fuzz '^FuzzKey$' -fuzztime 3s ./core
 
 log "benchmark smoke"
 go test -run '^$' -bench . -benchtime 1x ./core ./ginmw ./echomw ./nethttpmw ./bench/peer

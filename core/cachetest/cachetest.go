@@ -29,23 +29,26 @@ type Harness struct {
 }
 
 // TestStore checks that the stores made by h behave as [core.Store] and
-// [core.Lock] require: first SetNX wins, TTLs, Replace and Delete, locks
-// that expire and answer [core.ErrLockNotHeld] to a former holder, and
-// notifications across stores. When the store implements
-// [core.InvalidationWatcher], it also checks that a watch is told of
-// Delete and Replace made through another store, and of nothing once
-// stopped. It checks the tag purge counters too: PurgeTags and
-// TagVersions across stores, missing counters read as 0, and counters
-// that never go down.
+// [core.Lock] require: first SetNX wins, TTLs, Replace, Invalidate (and
+// that it fences off SetNX and Replace conditional on what was read
+// before it), locks that expire and answer [core.ErrLockNotHeld] to a
+// former holder, and notifications across stores. When the store
+// implements [core.InvalidationWatcher], it also checks that a watch is
+// told of Invalidate and Replace made through another store, and of
+// nothing once stopped. It checks the tag purge counters too: PurgeTags
+// and TagVersions across stores, missing counters read as 0, and counters
+// that never go down. Its subtests run in parallel, each on keys of its
+// own, as a fleet's requests do: a Store must be safe for concurrent use,
+// and h.Advance may be called from several subtests at once.
 func TestStore(t *testing.T, h Harness) {
-	t.Run("GetMissing", func(t *testing.T) {
+	run(t, "GetMissing", func(t *testing.T) {
 		s := h.New(t)
 		if _, err := s.Get(ctx(t), uniqueKey()); !errors.Is(err, core.ErrNotFound) {
 			t.Errorf("Get(missing) error = %v, want ErrNotFound", err)
 		}
 	})
 
-	t.Run("SetNXFirstWins", func(t *testing.T) {
+	run(t, "SetNXFirstWins", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		k := uniqueKey()
 		got, won, err := a.SetNX(ctx(t), k, []byte("first"), time.Minute)
@@ -61,7 +64,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("SetNXConcurrentOneWinner", func(t *testing.T) {
+	run(t, "SetNXConcurrentOneWinner", func(t *testing.T) {
 		stores := []core.Store{h.New(t), h.New(t), h.New(t)}
 		k := uniqueKey()
 		const n = 60
@@ -95,7 +98,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("TTL", func(t *testing.T) {
+	run(t, "TTL", func(t *testing.T) {
 		s := h.New(t)
 		k := uniqueKey()
 		if _, _, err := s.SetNX(ctx(t), k, []byte("v"), 200*time.Millisecond); err != nil {
@@ -110,7 +113,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("Replace", func(t *testing.T) {
+	run(t, "Replace", func(t *testing.T) {
 		s := h.New(t)
 		k := uniqueKey()
 		if ok, err := s.Replace(ctx(t), k, []byte("x"), []byte("y"), time.Minute); err != nil || ok {
@@ -130,7 +133,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("Invalidate", func(t *testing.T) {
+	run(t, "Invalidate", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		k := uniqueKey()
 		if err := a.Invalidate(ctx(t), k, []byte("tomb1"), time.Minute); err != nil {
@@ -165,7 +168,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("TagVersionsMissing", func(t *testing.T) {
+	run(t, "TagVersionsMissing", func(t *testing.T) {
 		s := h.New(t)
 		keys := []string{uniqueKey(), uniqueKey(), uniqueKey()}
 		for _, ks := range [][]string{keys[:1], keys} {
@@ -176,7 +179,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("PurgeTags", func(t *testing.T) {
+	run(t, "PurgeTags", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		epoch, x, y, z := uniqueKey(), uniqueKey(), uniqueKey(), uniqueKey()
 		read := func(s core.Store, keys ...string) []int64 {
@@ -213,7 +216,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("PurgeTagsConcurrentNeverLowers", func(t *testing.T) {
+	run(t, "PurgeTagsConcurrentNeverLowers", func(t *testing.T) {
 		// Concurrent purges of one tag: whatever their interleaving, the
 		// tag ends at least at the epoch of the last purge to return,
 		// which is what the fence needs.
@@ -242,7 +245,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("Lock", func(t *testing.T) {
+	run(t, "Lock", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		k := uniqueKey()
 		la, lb := a.NewLock(k, time.Minute), b.NewLock(k, time.Minute)
@@ -279,7 +282,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("LockExpires", func(t *testing.T) {
+	run(t, "LockExpires", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		k := uniqueKey()
 		la, lb := a.NewLock(k, 200*time.Millisecond), b.NewLock(k, time.Minute)
@@ -302,7 +305,7 @@ func TestStore(t *testing.T, h Harness) {
 		lb.Unlock(ctx(t))
 	})
 
-	t.Run("LockExpiresUntaken", func(t *testing.T) {
+	run(t, "LockExpiresUntaken", func(t *testing.T) {
 		s := h.New(t)
 		k := uniqueKey()
 		l := s.NewLock(k, 200*time.Millisecond)
@@ -321,7 +324,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("Notify", func(t *testing.T) {
+	run(t, "Notify", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		k, other := uniqueKey(), uniqueKey()
 		ch, cancel, err := a.Subscribe(ctx(t), k)
@@ -350,7 +353,7 @@ func TestStore(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("WatchInvalidations", func(t *testing.T) {
+	run(t, "WatchInvalidations", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		wa, ok := a.(core.InvalidationWatcher)
 		if !ok {
@@ -398,6 +401,14 @@ func TestStore(t *testing.T, h Harness) {
 		if n := watch.count(k); n != 0 {
 			t.Errorf("a stopped watch saw %d more invalidations of the key, want 0", n)
 		}
+	})
+}
+
+// run runs f as a parallel subtest of t.
+func run(t *testing.T, name string, f func(t *testing.T)) {
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		f(t)
 	})
 }
 
