@@ -46,9 +46,10 @@ workdir=$(mktemp -d)
 origin_pid=""
 proxy_pid=""
 client_pid=""
+origin_client_pid=""
 cleanup() {
 	# Stop only the processes this script started, by their PIDs.
-	for pid in "$client_pid" "$proxy_pid" "$origin_pid"; do
+	for pid in "$client_pid" "$origin_client_pid" "$proxy_pid" "$origin_pid"; do
 		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 			kill "$pid" 2>/dev/null || true
 			wait "$pid" 2>/dev/null || true
@@ -147,25 +148,34 @@ done
 proxy="http://127.0.0.1:$proxy_port"
 log "examples/proxy on $proxy (pid $proxy_pid): $(head -n 1 "$workdir/proxy.log")"
 
-# run_suite BASE OUT runs every test against BASE and writes the JSON results to OUT.
-# The client runs in the background so that a signal to this script is
-# handled at once rather than after the client ends.
-run_suite() {
+# start_suite BASE OUT starts the test client against BASE, writing the
+# JSON results to OUT, in the background so that a signal to this script
+# is handled at once rather than after the client ends.
+start_suite() {
 	(cd "$suite" && exec timeout 600 env npm_config_base="$1" npm_package_config_id="" \
 		node --no-warnings cli.mjs) >"$2" 2>"$2.err" &
-	client_pid=$!
+}
+
+# finish_suite BASE OUT PID waits for the client started against BASE.
+finish_suite() {
 	local rc=0
-	wait "$client_pid" || rc=$?
-	client_pid=""
+	wait "$3" || rc=$?
 	[ "$rc" -eq 0 ] || { cat "$2.err" >&2; die "the test client failed against $1 (exit $rc)"; }
 	node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$2" 2>/dev/null ||
 		{ cat "$2.err" >&2; die "the test client printed no JSON results against $1"; }
 }
 
-log "running the suite against the origin alone"
-run_suite "$origin" "$workdir/origin.json"
-log "running the suite against the proxy"
-run_suite "$proxy" "$workdir/proxy.json"
+# Both runs wait on the suite's own pauses far more than they compute, and
+# each test asks for URLs of its own, so they run side by side.
+log "running the suite against the origin alone and against the proxy"
+start_suite "$origin" "$workdir/origin.json"
+origin_client_pid=$!
+start_suite "$proxy" "$workdir/proxy.json"
+client_pid=$!
+finish_suite "$proxy" "$workdir/proxy.json" "$client_pid"
+client_pid=""
+finish_suite "$origin" "$workdir/origin.json" "$origin_client_pid"
+origin_client_pid=""
 if [ -n "${FLIGHTCACHE_CONFORMANCE_OUT:-}" ]; then
 	mkdir -p "$FLIGHTCACHE_CONFORMANCE_OUT"
 	cp "$workdir/origin.json" "$workdir/proxy.json" "$workdir/origin.log" "$workdir/proxy.log" \
