@@ -747,6 +747,12 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
 	uncommitted := func(fenced bool) result {
 		mine.storedAt, mine.leaderOnly = time.Time{}, fenced
+		if !fenced {
+			// The store failed: nothing is promised while it does, and a
+			// caller that joined late gets this value rather than another
+			// origin call.
+			mine.validAt = time.Time{}
+		}
 		return mine
 	}
 	if c.unfenced {
