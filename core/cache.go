@@ -27,8 +27,9 @@ import (
 // context detached from r's (bounded by [WithFetchTimeout]) so that a
 // client leaving does not cancel a fill other requests wait for. An error
 // it returns (or a panic) is returned by Serve to this request only, and
-// nothing is stored; the requests waiting on the same fill look again,
-// one new leader at a time, as they do after an error status. A request
+// nothing is stored; the requests waiting on the same fill look again, as
+// they do after an error status, and run their own after a second failed
+// fill. A request
 // with credentials never leads a fill others wait on. Serve itself returns
 // no other errors: store failures are absorbed (see [Cache.Do]), and when
 // r's context ends while it waits for another request's fill it returns

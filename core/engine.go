@@ -207,9 +207,9 @@ const (
 	// personal to the fetching caller and says nothing about the key.
 	sharePersonal
 	// shareLeader: for the fetching caller only, neither stored nor
-	// marked; the callers that joined the fill look again, one new leader
-	// at a time (the HTTP layer: an error status that the leading request
-	// may have caused itself, with its own headers).
+	// marked; the callers that joined the fill look again, as after a
+	// failed fetch (errLeaderFailed) (the HTTP layer: an error status
+	// that the leading request may have caused itself, with its headers).
 	shareLeader
 	// shareCallers: served to every caller of the fill in this process,
 	// but neither stored nor marked (the HTTP layer: a route over its key
@@ -254,12 +254,14 @@ type result struct {
 	// tags are the tags of a tagged value, found current by the lookup.
 	tags []entry.Tag
 	// leaderOnly says only the caller that led the fill may be served
-	// its value; the callers that joined it look again, one new leader at
-	// a time. So it is when the fill's commit was refused because the key
+	// its value; the callers that joined it look again. So it is when the fill's commit was refused because the key
 	// was invalidated after its lookup (they may have arrived after the
 	// invalidation), and when the outcome was for its leader alone
 	// (shareLeader: what one request triggered is not handed to others).
 	leaderOnly bool
+	// failed says the outcome was for its leader alone because the fill
+	// failed in a way that may be the leader's own (shareLeader).
+	failed bool
 	// validAt is when the value was last known current in the store: the
 	// start of the lookup that read it, or the sending of the commit that
 	// stored it. A caller that joined a fill after that may have seen an
@@ -290,8 +292,8 @@ type flight struct {
 	solo bool
 	// ownFailures means a fetch's error or panic belongs to the caller
 	// whose fetch failed (an HTTP request's own headers can make its
-	// handler fail): the callers that joined it look again, one new
-	// leader at a time, instead of receiving it.
+	// handler fail): the callers that joined it look again instead of
+	// receiving it (see errLeaderFailed).
 	ownFailures bool
 	// staleOK, if set, reports whether a stale stored value may still be
 	// served while it is refreshed (stale-while-revalidate). Then one
@@ -314,6 +316,18 @@ var errLeaderLeft = errors.New("flightcache: leader left before its fill started
 // result was last known current. It looks the key up again.
 var errLookAgain = errors.New("flightcache: look again")
 
+// errLeaderFailed ends the wait of a caller that joined a fill whose
+// leader failed in a way that may be its own (flight.ownFailures): an
+// error, a panic, or an outcome for the leader alone. The caller looks
+// again, once: were it to wait behind every new leader, a client sending
+// requests that fail could keep the others waiting as long as it likes.
+// After a second such failure it fetches for itself.
+var errLeaderFailed = errors.New("flightcache: the leader's fill failed")
+
+// leaderFailuresWaited is how many failed fills a caller waits on before
+// it fetches for itself.
+const leaderFailuresWaited = 2
+
 // Fill states of a bound flight, for the leader's hand-over.
 const (
 	flightPending int32 = iota
@@ -324,14 +338,17 @@ const (
 // load is the fill flow: lookup, then join (singleflight), then fill: lock,
 // recheck, fetch, commit and notify, or wait for another process's fill.
 func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) {
+	failures := 0
 	for {
 		if c.fillInFlight(key) {
 			if c.joined != nil {
 				c.joined(key)
 			}
 			r, err := c.join(ctx, key, f, nil)
-			if err == errLeaderLeft || err == errLookAgain {
+			if retry, alone := c.again(err, &failures); retry {
 				continue
+			} else if alone {
+				return result{source: fromAlone}, nil
 			}
 			return r, err
 		}
@@ -353,11 +370,27 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		} else {
 			r, err = c.join(ctx, key, f, nil)
 		}
-		if err == errLeaderLeft || err == errLookAgain {
+		if retry, alone := c.again(err, &failures); retry {
 			continue
+		} else if alone {
+			return result{source: fromAlone}, nil
 		}
 		return r, err
 	}
+}
+
+// again says what load does after err from a join: look again (retry), or
+// fetch for itself (alone) once the caller waited on leaderFailuresWaited
+// failed fills.
+func (c *Cache) again(err error, failures *int) (retry, alone bool) {
+	switch err {
+	case errLeaderLeft, errLookAgain:
+		return true, false
+	case errLeaderFailed:
+		*failures++
+		return *failures < leaderFailuresWaited, *failures >= leaderFailuresWaited
+	}
+	return false, false
 }
 
 // fetchOf is f's fetch, reading the tag purge epoch first when its values
@@ -392,7 +425,7 @@ func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result)
 	}
 	defer c.refreshing.Delete(key)
 	r, err := c.join(ctx, key, f, &stale) // a panic in the fetch goes on up
-	if err == nil || err == errLeaderLeft || err == errLookAgain || ctx.Err() != nil {
+	if err == nil || err == errLeaderLeft || err == errLookAgain || err == errLeaderFailed || ctx.Err() != nil {
 		return r, err
 	}
 	c.stats.Stale.Add(1)
@@ -431,7 +464,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 	}
 	if res.Err != nil {
 		if !led && f.ownFailures && res.Err != errLeaderLeft {
-			return result{}, errLookAgain // the leader's failure is its own
+			return result{}, errLeaderFailed // the leader's failure is its own
 		}
 		return result{}, res.Err
 	}
@@ -440,6 +473,9 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 		return r, nil
 	}
 	r.delivered, r.note = false, nil // the leader's alone
+	if r.leaderOnly && r.failed {
+		return result{}, errLeaderFailed
+	}
 	if r.leaderOnly || !r.validAt.IsZero() && joinedAt.After(r.validAt) {
 		// An invalidation this caller may have seen came after the
 		// fill's lookup (the commit was refused), or after the value was
@@ -593,7 +629,7 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 	case sharePersonal:
 		return mine, nil
 	case shareLeader:
-		mine.leaderOnly = true
+		mine.leaderOnly, mine.failed = true, true
 		return mine, nil
 	case shareCallers:
 		mine.shared, mine.validAt = true, time.Now()

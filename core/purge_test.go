@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -313,5 +314,87 @@ func TestStaleIfErrorRefreshDoesNotOutliveADelete(t *testing.T) {
 	<-leader
 	if got := <-late; strings.Contains(got, "deleted-doc") {
 		t.Errorf("GET started after the DELETE got %q, the deleted response served stale", got)
+	}
+}
+
+// countingContext counts every call to Done: a request calls it each time
+// it starts waiting on a fill.
+type countingContext struct {
+	context.Context
+	waits *atomic.Int64
+}
+
+func (c countingContext) Done() <-chan struct{} {
+	c.waits.Add(1)
+	return c.Context.Done()
+}
+
+// TestWaitersStopWaitingOnFailingLeaders checks the bound on what a client
+// whose requests fail can make others wait for: a request that joined two
+// fills whose leaders failed (here with 500s) runs its own handler, instead
+// of waiting behind every new failing leader one after another.
+func TestWaitersStopWaitingOnFailingLeaders(t *testing.T) {
+	store := core.NewMemoryStore(0)
+	t.Cleanup(func() { store.Close() })
+	c := core.New(store, namespace(t))
+	mw := c.Middleware()
+	var calls, running, most atomic.Int64
+	release1, release2, bothAlone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var bothOnce sync.Once
+	handler := func(w http.ResponseWriter, r *http.Request) error {
+		n := calls.Add(1)
+		now := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+		}
+		switch n {
+		case 1:
+			<-release1
+		case 2:
+			<-release2
+		default:
+			// The last two requests: alone, they run side by side; one
+			// leading a fill the other waits on, they never would.
+			if now >= 2 {
+				bothOnce.Do(func() { close(bothAlone) })
+			}
+			select {
+			case <-bothAlone:
+			case <-time.After(3 * time.Second):
+			}
+		}
+		http.Error(w, "failed", http.StatusInternalServerError)
+		return nil
+	}
+	var waits atomic.Int64
+	var wg sync.WaitGroup
+	codes := make([]int, 4)
+	for i := range 4 {
+		if i == 1 {
+			waitFor(t, "the first fill to start", func() bool { return calls.Load() == 1 })
+		}
+		wg.Go(func() {
+			w := httptest.NewRecorder()
+			r := httptest.NewRequestWithContext(countingContext{context.Background(), &waits}, "GET", "http://example.com/p", nil)
+			mw.Serve(w, r, "", handler)
+			codes[i] = w.Code
+		})
+	}
+	waitFor(t, "all four requests to wait on the first fill", func() bool { return waits.Load() == 4 })
+	close(release1)
+	// The three waiters look again: one leads the second fill, two join it.
+	waitFor(t, "the second fill and its two waiters", func() bool { return calls.Load() == 2 && waits.Load() == 7 })
+	close(release2)
+	wg.Wait()
+	for i, code := range codes {
+		if code != http.StatusInternalServerError {
+			t.Errorf("request %d got %d, want its own 500", i, code)
+		}
+	}
+	if n := calls.Load(); n != 4 {
+		t.Errorf("handler ran %d times, want 4 (each request its own answer)", n)
+	}
+	if m := most.Load(); m != 2 {
+		t.Errorf("at most %d handler runs at once, want 2: after two failed fills the last two requests run their own", m)
 	}
 }

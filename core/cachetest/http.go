@@ -1106,7 +1106,7 @@ func testStale(t *testing.T, d Driver) {
 
 				// Without a stale window, a failure belongs to the request
 				// whose fill failed: each waiting client got its own
-				// answer, one new fill at a time, not the first one's.
+				// answer, not the first one's.
 				if n := o.calls.Load(); !tc.stale && n != 1+clients {
 					t.Errorf("origin called %d times, want %d: each of the %d clients its own refill", n, 1+clients, clients)
 				}
