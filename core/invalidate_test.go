@@ -126,13 +126,7 @@ func TestPurgeFencesFillInFlight(t *testing.T) {
 							opts = append(opts, core.WithLocalTier(1<<20))
 						}
 						a, b := core.New(newStore(), opts...), core.New(newStore(), opts...)
-						joined := make(chan struct{}, 1)
-						testhook.OnJoin(a, func(string) {
-							select {
-							case joined <- struct{}{}:
-							default:
-							}
-						})
+						joined := onJoin(a)
 						// A value both caches have read, so that the local
 						// tiers hold it when the purge comes.
 						for _, c := range []*core.Cache{a, b} {
@@ -188,6 +182,19 @@ func TestPurgeFencesFillInFlight(t *testing.T) {
 			})
 		})
 	}
+}
+
+// onJoin returns a channel that receives (if it has room) each time a
+// caller joins c's fill in flight without a lookup.
+func onJoin(c *core.Cache) <-chan struct{} {
+	joined := make(chan struct{}, 1)
+	testhook.OnJoin(c, func(string) {
+		select {
+		case joined <- struct{}{}:
+		default:
+		}
+	})
+	return joined
 }
 
 func staticFetch(v string) func(context.Context) ([]byte, time.Duration, error) {

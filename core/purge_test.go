@@ -117,13 +117,7 @@ func TestHTTPWriteFencesFillInFlight(t *testing.T) {
 							opts = append(opts, core.WithLocalTier(1<<20))
 						}
 						a, b := core.New(newStore(), opts...), core.New(newStore(), opts...)
-						joined := make(chan struct{}, 1)
-						testhook.OnJoin(a, func(string) {
-							select {
-							case joined <- struct{}{}:
-							default:
-							}
-						})
+						joined := onJoin(a)
 						h := newBlockedHandler()
 						const target = "http://example.com/p?id=1"
 						leader := goServe(t, a, http.MethodGet, target, h.ServeHTTP)
@@ -274,13 +268,7 @@ func TestStaleIfErrorRefreshDoesNotOutliveADelete(t *testing.T) {
 	a, b := core.New(store, ns), core.New(store, ns)
 	testhook.SetClock(a, clock.Now)
 	testhook.SetClock(b, clock.Now)
-	joined := make(chan struct{}, 1)
-	testhook.OnJoin(a, func(string) {
-		select {
-		case joined <- struct{}{}:
-		default:
-		}
-	})
+	joined := onJoin(a)
 	var down atomic.Bool
 	started, release := make(chan struct{}, 1), make(chan struct{})
 	h := func(w http.ResponseWriter, r *http.Request) {

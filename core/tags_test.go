@@ -46,19 +46,13 @@ func TestTagPurgeFencesFillInFlight(t *testing.T) {
 	for _, tier := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tier=%v", tier), func(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
-				newPair := func(t *testing.T) (a, b *core.Cache, joined chan struct{}) {
+				newPair := func(t *testing.T) (a, b *core.Cache, joined <-chan struct{}) {
 					opts := []core.Option{namespace(t), patientStore}
 					if tier {
 						opts = append(opts, core.WithLocalTier(1<<20))
 					}
 					a, b = core.New(newStore(), opts...), core.New(newStore(), opts...)
-					joined = make(chan struct{}, 1)
-					testhook.OnJoin(a, func(string) {
-						select {
-						case joined <- struct{}{}:
-						default:
-						}
-					})
+					joined = onJoin(a)
 					return a, b, joined
 				}
 				t.Run("http", func(t *testing.T) {

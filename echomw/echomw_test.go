@@ -18,7 +18,6 @@ import (
 
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/core/cachetest"
-	"github.com/flightcache/flightcache/core/repotest"
 	"github.com/flightcache/flightcache/echomw"
 )
 
@@ -337,7 +336,7 @@ func TestLeaderErrorIsItsOwn(t *testing.T) {
 	})
 	const n = 10
 	got := make([]response, n)
-	repotest.Herd(t, n, func() bool { return calls.Load() > 0 }, func() { close(release) }, func(ctx context.Context, i int) {
+	cachetest.Herd(t, n, func() bool { return calls.Load() > 0 }, func() { close(release) }, func(ctx context.Context, i int) {
 		r := httptest.NewRequestWithContext(ctx, "GET", "/r", nil)
 		if i == 0 {
 			r.Header.Set("Accept", "application/x-junk")

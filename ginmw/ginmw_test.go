@@ -18,7 +18,6 @@ import (
 
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/core/cachetest"
-	"github.com/flightcache/flightcache/core/repotest"
 	"github.com/flightcache/flightcache/ginmw"
 )
 
@@ -280,7 +279,7 @@ func TestPanicBelongsToItsRequest(t *testing.T) {
 	}
 	// The first client alone, until the handler has it; then the others,
 	// released once each waits on that fill.
-	repotest.Herd(t, n, func() bool { return calls.Load() > 0 }, func() { close(release) }, send)
+	cachetest.Herd(t, n, func() bool { return calls.Load() > 0 }, func() { close(release) }, send)
 	for i, s := range statuses {
 		if s != http.StatusInternalServerError {
 			t.Errorf("client %d got status %d, want 500 from gin.Recovery", i, s)

@@ -104,17 +104,28 @@ func doCtx(t *testing.T, ctx context.Context, h http.Handler, method, target str
 	return response{w.Code, w.Result().Header, string(body)}
 }
 
-// herd sends n requests for one key, send(ctx, i) each, and returns when
-// all have been answered. Request 0 goes alone first; once the origin has
-// been called calls times (its fill in flight, held there until release),
+// herd is [Herd] for a suite case whose origin o holds the fill once it
+// has been called calls times.
+func herd(t *testing.T, o *origin, calls int64, n int, release func(), send func(ctx context.Context, i int)) {
+	t.Helper()
+	Herd(t, n, func() bool { return o.calls.Load() >= calls }, release, send)
+}
+
+// Herd sends n requests for one key, send(ctx, i) each, and returns when
+// all have been answered. Request 0 goes alone first; once leading
+// reports that its fill is in flight (held by the handler until release),
 // requests 1 to n-1 follow, and release is called once each of them waits
 // on that fill, or after 10 s, failing t. So every request but the first
-// is known to be queued behind the fill: no sleep guesses how long that
-// takes.
-func herd(t *testing.T, o *origin, calls int64, n int, release func(), send func(ctx context.Context, i int)) {
+// is known to be queued behind the fill, without a sleep guessing how
+// long that takes. Adapter tests use it for herds of their own.
+func Herd(t *testing.T, n int, leading func() bool, release func(), send func(ctx context.Context, i int)) {
+	t.Helper()
 	var wg sync.WaitGroup
 	wg.Go(func() { send(context.Background(), 0) })
-	o.waitCalls(calls)
+	deadline := time.Now().Add(10 * time.Second)
+	for !leading() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	parked := make(chan struct{}, n)
 	for i := 1; i < n; i++ {
 		ctx := &parkedContext{Context: context.Background(), parked: parked}
