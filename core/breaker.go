@@ -68,8 +68,12 @@ func (s *breakerStore) Replace(ctx context.Context, key string, old, value []byt
 	return ok, err
 }
 
-func (s *breakerStore) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
-	return s.guard(func() error { return s.Store.Invalidate(ctx, key, marker, ttl) })
+func (s *breakerStore) Invalidate(ctx context.Context, key string, old, marker []byte, ttl time.Duration) (ok bool, err error) {
+	err = s.guard(func() error {
+		ok, err = s.Store.Invalidate(ctx, key, old, marker, ttl)
+		return err
+	})
+	return ok, err
 }
 
 func (s *breakerStore) Subscribe(ctx context.Context, key string) (ch <-chan struct{}, cancel func(), err error) {

@@ -732,7 +732,12 @@ func (c *Cache) stampTags(ctx, sctx context.Context, key string, tags []entry.Ta
 // tagsCurrent reports whether no tag was purged since the versions
 // recorded in tags were read.
 func (c *Cache) tagsCurrent(ctx context.Context, tags []entry.Tag) (bool, error) {
-	versions, err := c.store.TagVersions(ctx, c.tagKeys(tags))
+	return c.tagKeysCurrent(ctx, c.tagKeys(tags), tags)
+}
+
+// tagKeysCurrent is tagsCurrent for tags whose keys are keys.
+func (c *Cache) tagKeysCurrent(ctx context.Context, keys []string, tags []entry.Tag) (bool, error) {
+	versions, err := c.store.TagVersions(ctx, keys)
 	if err != nil {
 		return false, err
 	}
@@ -938,12 +943,13 @@ func (c *Cache) fence(ctx context.Context, key string, soft bool) error {
 		// Kept while it may still be served stale, and at least as long
 		// as a tombstone, for the fence.
 		ttl := max(tombstoneTTL, e.Expires().Sub(c.now())+softPurgeGrace)
-		if ok, err := c.store.Replace(ctx, key, b, entry.Purged(e), ttl); err != nil || ok {
+		if ok, err := c.store.Invalidate(ctx, key, b, entry.Purged(e), ttl); err != nil || ok {
 			return err
 		}
 		// Changed under us (a commit or another purge): read it again.
 	}
-	return c.store.Invalidate(ctx, key, entry.EncodeTombstone(c.now()), tombstoneTTL)
+	_, err := c.store.Invalidate(ctx, key, nil, entry.EncodeTombstone(c.now()), tombstoneTTL)
+	return err
 }
 
 // softPurgeGrace is how long past its freshness a soft-purged entry stays
@@ -978,7 +984,14 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 		}
 	}
 	start := time.Now()
-	b, err := c.store.Get(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
+	var b []byte
+	var err error
+	var read localRead // what a tagged entry needs to enter the local tier
+	if c.local != nil {
+		b, read, err = c.local.read(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
+	} else {
+		b, err = c.store.Get(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
+	}
 	miss := result{lookedAt: start, validAt: start}
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
@@ -1003,7 +1016,14 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 		// A tag purged since the commit invalidates the entry as a
 		// tombstone would: a miss (no stale serving: tag purges are
 		// hard), whose refill replaces these bytes.
-		current, err := c.tagsCurrent(withDeadline(ctx, time.Now().Add(c.cfg.storeTimeout)), e.Tags)
+		keys := c.tagKeys(e.Tags)
+		var stamps []tagStamp
+		if c.local != nil {
+			// Noted before the versions are read: a tag purge told to
+			// the tier after this turns the entry away (see admitTagged).
+			stamps = c.local.stampTags(keys)
+		}
+		current, err := c.tagKeysCurrent(withDeadline(ctx, time.Now().Add(c.cfg.storeTimeout)), keys, e.Tags)
 		if err != nil {
 			c.report(ctx, OpGet, key, err)
 			return miss, false
@@ -1011,6 +1031,9 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 		if !current {
 			miss.invalidated = true
 			return miss, false
+		}
+		if c.local != nil && c.fresh(e) {
+			c.local.admitTagged(key, b, e, read, stamps)
 		}
 	}
 	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start, validAt: start, tags: e.Tags}

@@ -422,7 +422,7 @@ func TestCorruptEntryIsMissAndReplaced(t *testing.T) {
 		c.Do(context.Background(), "k", o.fetch)
 		key := spy.keys[0]
 		for _, junk := range [][]byte{[]byte("not ours"), []byte("FC\x01\x00short"), {}} {
-			spy.Store.Invalidate(context.Background(), key, junk, time.Hour)
+			spy.Store.Invalidate(context.Background(), key, nil, junk, time.Hour)
 			want := fmt.Sprintf("value-%d", o.calls.Load()+1)
 			got, err := c.Do(context.Background(), "k", o.fetch)
 			if err != nil || string(got) != want {

@@ -21,9 +21,9 @@ import (
 // context ends, as a Redis that stopped answering does.
 type stallingInvalidations struct{ *core.MemoryStore }
 
-func (s stallingInvalidations) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
+func (s stallingInvalidations) Invalidate(ctx context.Context, key string, old, marker []byte, ttl time.Duration) (bool, error) {
 	<-ctx.Done()
-	return ctx.Err()
+	return false, ctx.Err()
 }
 
 // TestFailedInvalidationIsReported checks that an unsafe request whose

@@ -30,6 +30,14 @@ type InvalidationWatcher interface {
 	// watch; callbacks may still arrive while it returns. The callbacks
 	// must be quick: they run on the store's delivery goroutine.
 	WatchInvalidations(ctx context.Context, invalidate func(key string), reset func()) (stop func(), err error)
+
+	// InvalidationsCurrent reports whether this process's watches have
+	// been told of every [Store.Invalidate] that has returned, in any
+	// process. While it reports false, a local tier serves nothing from
+	// its own memory and reads the shared store instead. A store whose
+	// invalidations reach every watch before Invalidate returns (all in
+	// one process) always reports true.
+	InvalidationsCurrent() bool
 }
 
 // The local tier is a [Store] decorator that [New] installs in front of
@@ -53,7 +61,12 @@ type InvalidationWatcher interface {
 //   - Invalidation: the store broadcasts Invalidate and Replace to every process
 //     ([InvalidationWatcher]; the Redis store publishes on a per-key
 //     channel in the same transaction as the change, and the process's one
-//     pattern subscription delivers it). A value read before an
+//     pattern subscription delivers it). An Invalidate returns only once
+//     every process's tier was told, or stopped serving from memory: a
+//     tier serves only while its store reports its watch current
+//     ([InvalidationWatcher.InvalidationsCurrent]; for Redis, a lease the
+//     process renews through its own subscription, see [RedisStore]).
+//     A value read before an
 //     invalidation must not be inserted after it: every read notes a
 //     version (a per-stripe counter bumped by each invalidation, plus an
 //     epoch bumped by each reset) before going to the shared store, and the
@@ -96,8 +109,25 @@ const watchRetry = time.Second
 
 // localEntry is one entry of the local tier, kept decoded.
 type localEntry struct {
-	enc []byte      // the bytes as stored
-	e   entry.Entry // decoded; e.Value aliases enc
+	enc  []byte      // the bytes as stored
+	e    entry.Entry // decoded; e.Value aliases enc
+	tags []tagStamp  // a tagged entry's tags, as the tier had seen them when it was read
+}
+
+// tagStamp is one tag of a tagged entry: the version stripe its key
+// falls in, and the stripe's count when the entry was read. A tag purge
+// invalidates the tag's key, which moves the count: the entry is then
+// no longer served.
+type tagStamp struct {
+	stripe *atomic.Uint64
+	seen   uint64
+}
+
+// localRead is what a read of the shared store noted for the tier: the
+// key's version before the read, and whether the value may enter.
+type localRead struct {
+	seen  uint64
+	admit bool
 }
 
 // newLocalTier returns shared fronted by a tier of at most maxBytes.
@@ -141,27 +171,82 @@ func (ticklessClock) Tick(time.Duration) <-chan time.Time { return nil }
 
 func (l *localTier) fresh(e entry.Entry) bool { return l.now().Before(e.Expires()) }
 
+// servable reports whether v may be served: fresh, and none of its tags
+// purged since it was read.
+func (l *localTier) servable(v localEntry) bool {
+	if !l.fresh(v.e) {
+		return false
+	}
+	for _, t := range v.tags {
+		if t.stripe.Load() != t.seen {
+			return false
+		}
+	}
+	return true
+}
+
 // lookup returns key's entry if the tier holds it and it is fresh.
 func (l *localTier) lookup(key string) (result, bool) {
-	v, ok := l.entries.GetIfPresent(key)
-	if !ok || !l.fresh(v.e) {
+	if !l.source.InvalidationsCurrent() {
 		return result{}, false
 	}
-	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal}, true
+	v, ok := l.entries.GetIfPresent(key)
+	if !ok || !l.servable(v) {
+		return result{}, false
+	}
+	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal, tags: v.e.Tags}, true
 }
 
 // Get implements [Store]: from the tier if it holds key, else from the
 // shared store, keeping a fresh value for next time.
 func (l *localTier) Get(ctx context.Context, key string) ([]byte, error) {
-	if v, ok := l.entries.GetIfPresent(key); ok && l.fresh(v.e) {
-		return v.enc, nil
+	b, _, err := l.read(ctx, key)
+	return b, err
+}
+
+// read is Get, also returning what the read noted, for a tagged entry
+// the cache admits once it found its tags current (admitTagged).
+func (l *localTier) read(ctx context.Context, key string) ([]byte, localRead, error) {
+	if l.source.InvalidationsCurrent() {
+		if v, ok := l.entries.GetIfPresent(key); ok && l.servable(v) {
+			return v.enc, localRead{}, nil
+		}
 	}
 	seen, admit := l.begin(ctx, key)
 	b, err := l.Store.Get(ctx, key)
 	if err == nil && admit {
 		l.admit(key, b, seen)
 	}
-	return b, err
+	return b, localRead{seen: seen, admit: admit}, err
+}
+
+// stampTags notes the versions of the tag keys of an entry just read,
+// before its tags' purge versions are read from the store.
+func (l *localTier) stampTags(tagKeys []string) []tagStamp {
+	stamps := make([]tagStamp, len(tagKeys))
+	for i, k := range tagKeys {
+		s := l.stripe(k)
+		stamps[i] = tagStamp{stripe: s, seen: s.Load()}
+	}
+	return stamps
+}
+
+// admitTagged keeps the tagged entry e (encoded as b) at key, read as
+// read noted, whose tags the cache found current after stamping them:
+// unless the key or one of its tags was invalidated, or the tier reset,
+// since. A tag purge told to the tier afterwards moves a stamped stripe:
+// the entry is then no longer served (servable).
+func (l *localTier) admitTagged(key string, b []byte, e entry.Entry, read localRead, stamps []tagStamp) {
+	if !read.admit || !l.fresh(e) {
+		return
+	}
+	v := localEntry{enc: b, e: e, tags: stamps}
+	l.entries.Set(key, v)
+	// As in admit: an invalidation (the version includes resets) or a
+	// tag purge told between the read and the insert undoes it.
+	if l.version(key) != read.seen || !l.servable(v) {
+		l.entries.Invalidate(key)
+	}
 }
 
 // SetNX implements [Store], keeping the value the key holds afterwards
@@ -186,9 +271,19 @@ func (l *localTier) Replace(ctx context.Context, key string, old, value []byte, 
 }
 
 // Invalidate implements [Store], dropping this process's copy like Replace.
-func (l *localTier) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
-	err := l.Store.Invalidate(ctx, key, marker, ttl)
+func (l *localTier) Invalidate(ctx context.Context, key string, old, marker []byte, ttl time.Duration) (bool, error) {
+	ok, err := l.Store.Invalidate(ctx, key, old, marker, ttl)
 	l.invalidate(key)
+	return ok, err
+}
+
+// PurgeTags implements [Store], dropping this process's copies of the
+// entries carrying the tags like Invalidate.
+func (l *localTier) PurgeTags(ctx context.Context, epochKey string, tagKeys []string) error {
+	err := l.Store.PurgeTags(ctx, epochKey, tagKeys)
+	for _, k := range tagKeys {
+		l.invalidate(k)
+	}
 	return err
 }
 

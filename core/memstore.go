@@ -111,12 +111,25 @@ func (s *MemoryStore) Replace(_ context.Context, key string, old, value []byte, 
 	return replaced, nil
 }
 
-// Invalidate implements [Store].
-func (s *MemoryStore) Invalidate(_ context.Context, key string, marker []byte, ttl time.Duration) error {
-	s.values.Set(key, memValue{data: bytes.Clone(marker), ttl: ttl})
-	s.watchers.invalidate(key)
-	return nil
+// Invalidate implements [Store]; it tells every watch before it returns.
+func (s *MemoryStore) Invalidate(_ context.Context, key string, old, marker []byte, ttl time.Duration) (bool, error) {
+	stored := false
+	s.values.Compute(key, func(cur memValue, found bool) (memValue, otter.ComputeOp) {
+		if old != nil && (!found || !bytes.Equal(cur.data, old)) {
+			return cur, otter.CancelOp
+		}
+		stored = true
+		return memValue{data: bytes.Clone(marker), ttl: ttl}, otter.WriteOp
+	})
+	if stored {
+		s.watchers.invalidate(key)
+	}
+	return stored, nil
 }
+
+// InvalidationsCurrent implements [InvalidationWatcher]: always true, as
+// Invalidate tells every watch before it returns.
+func (s *MemoryStore) InvalidationsCurrent() bool { return true }
 
 // WatchInvalidations implements [InvalidationWatcher]. Every cache that
 // shares the store is in this process, so invalidate is called from
@@ -145,11 +158,16 @@ func (s *MemoryStore) Notify(_ context.Context, key string) error {
 // PurgeTags implements [Store].
 func (s *MemoryStore) PurgeTags(_ context.Context, epochKey string, tagKeys []string) error {
 	s.tagMu.Lock()
-	defer s.tagMu.Unlock()
 	s.tags[epochKey]++
 	epoch := s.tags[epochKey]
 	for _, k := range tagKeys {
 		s.tags[k] = max(s.tags[k], epoch)
+	}
+	s.tagMu.Unlock()
+	// Local tiers keep tagged entries: a tag's key is invalidated like
+	// an entry's, once its version is raised.
+	for _, k := range tagKeys {
+		s.watchers.invalidate(k)
 	}
 	return nil
 }

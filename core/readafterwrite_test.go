@@ -47,7 +47,15 @@ const (
 	modeReadAfterWrite = "read-after-write"
 	rawClusterEnv      = "FLIGHTCACHE_TEST_CHILD_CLUSTER"
 	rawUnfencedEnv     = "FLIGHTCACHE_TEST_CHILD_UNFENCED"
-	rawReadsEnv        = "FLIGHTCACHE_TEST_CHILD_READS"
+	rawTierEnv         = "FLIGHTCACHE_TEST_CHILD_TIER"
+	rawUndeliveredEnv  = "FLIGHTCACHE_TEST_CHILD_UNDELIVERED"
+
+	// rawDeliveryDelay holds back each invalidation message a child with
+	// a local tier receives, as a slow network or a paused process would:
+	// without the wait for every tier, reads in other processes would
+	// find their copies still there.
+	rawDeliveryDelay = 3 * time.Millisecond
+	rawReadsEnv      = "FLIGHTCACHE_TEST_CHILD_READS"
 )
 
 // ackScript raises a key to ARGV[1] if it is lower.
@@ -58,8 +66,18 @@ return 1`)
 
 type rawTotals struct{ reads, stale, errors int }
 
+// rawFleet says how the children of a read-after-write fleet run.
+type rawFleet struct {
+	cluster     []string // a Redis Cluster instead of the single server
+	tier        bool     // every process keeps a local tier
+	unfenced    bool     // the fence is off (testhook.Unfence)
+	undelivered bool     // invalidations do not wait for other tiers (testhook.NoDeliveryWait)
+	reads       int      // per process
+}
+
 // runReadAfterWrite runs the fleet and sums what the children report.
-func runReadAfterWrite(t *testing.T, addr string, cluster []string, unfenced bool, readsPerProc int) rawTotals {
+func runReadAfterWrite(t *testing.T, addr string, f rawFleet) rawTotals {
+	cluster, readsPerProc := f.cluster, f.reads
 	t.Helper()
 	var rdb redis.UniversalClient
 	if cluster != nil {
@@ -78,7 +96,8 @@ func runReadAfterWrite(t *testing.T, addr string, cluster []string, unfenced boo
 		cmds[i] = exec.Command(exe, "-test.run=^$")
 		cmds[i].Env = append(os.Environ(), childEnv+"="+ns, childModeEnv+"="+modeReadAfterWrite,
 			"FLIGHTCACHE_REDIS_ADDR="+addr, rawClusterEnv+"="+strings.Join(cluster, ","),
-			rawUnfencedEnv+"="+strconv.FormatBool(unfenced), rawReadsEnv+"="+strconv.Itoa(readsPerProc))
+			rawUnfencedEnv+"="+strconv.FormatBool(f.unfenced), rawReadsEnv+"="+strconv.Itoa(readsPerProc),
+			rawTierEnv+"="+strconv.FormatBool(f.tier), rawUndeliveredEnv+"="+strconv.FormatBool(f.undelivered))
 		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
 		if err := cmds[i].Start(); err != nil {
 			t.Fatal(err)
@@ -111,7 +130,7 @@ func runReadAfterWrite(t *testing.T, addr string, cluster []string, unfenced boo
 			if _, err := fmt.Sscanf(sc.Text(), "TOTALS reads=%d stale=%d errors=%d", &r.reads, &r.stale, &r.errors); err == nil {
 				sum.reads, sum.stale, sum.errors = sum.reads+r.reads, sum.stale+r.stale, sum.errors+r.errors
 				found = true
-			} else if strings.HasPrefix(sc.Text(), "STALE ") || strings.HasPrefix(sc.Text(), "ERROR ") {
+			} else if strings.HasPrefix(sc.Text(), "STALE ") || strings.HasPrefix(sc.Text(), "ERROR ") || strings.HasPrefix(sc.Text(), "INFO ") {
 				t.Log(sc.Text())
 			}
 		}
@@ -129,13 +148,16 @@ func TestReadAfterWriteAcrossProcesses(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		cluster func(t *testing.T) []string
+		tier    bool
 	}{
-		{"redis", func(*testing.T) []string { return nil }},
-		{"cluster", func(t *testing.T) []string { return clusterAddrs(t) }},
+		{"redis", func(*testing.T) []string { return nil }, false},
+		{"cluster", func(t *testing.T) []string { return clusterAddrs(t) }, false},
+		{"redis/tier", func(*testing.T) []string { return nil }, true},
+		{"cluster/tier", func(t *testing.T) []string { return clusterAddrs(t) }, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel() // the fleets mostly wait on their origins
-			got := runReadAfterWrite(t, realRedisAddr(t), tt.cluster(t), false, rawReadsPerPro)
+			got := runReadAfterWrite(t, realRedisAddr(t), rawFleet{cluster: tt.cluster(t), tier: tt.tier, reads: rawReadsPerPro})
 			t.Logf("%d reads, %d stale after an acknowledged write, %d errors", got.reads, got.stale, got.errors)
 			if got.reads < rawProcs*rawReadsPerPro {
 				t.Errorf("%d reads, want %d", got.reads, rawProcs*rawReadsPerPro)
@@ -151,14 +173,25 @@ func TestReadAfterWriteAcrossProcesses(t *testing.T) {
 }
 
 // TestReadAfterWriteCatchesAnUnfencedCache runs the same fleet with the
-// fence turned off: it must count stale reads, or the test above could
-// not fail.
+// fence turned off, and with local tiers whose invalidations do not wait
+// for the other processes' tiers: each must count stale reads, or the
+// test above could not fail.
 func TestReadAfterWriteCatchesAnUnfencedCache(t *testing.T) {
-	t.Parallel()
-	got := runReadAfterWrite(t, realRedisAddr(t), nil, true, rawReadsPerPro/3)
-	t.Logf("unfenced: %d reads, %d stale after an acknowledged write", got.reads, got.stale)
-	if got.stale == 0 {
-		t.Errorf("without the fence, 0 of %d reads were stale: the test cannot see what the fence prevents", got.reads)
+	for _, tt := range []struct {
+		name  string
+		fleet rawFleet
+	}{
+		{"unfenced", rawFleet{unfenced: true, reads: rawReadsPerPro / 3}},
+		{"tier-undelivered", rawFleet{tier: true, undelivered: true, reads: rawReadsPerPro / 3}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := runReadAfterWrite(t, realRedisAddr(t), tt.fleet)
+			t.Logf("%s: %d reads, %d stale after an acknowledged write", tt.name, got.reads, got.stale)
+			if got.stale == 0 {
+				t.Errorf("%s: 0 of %d reads were stale: the test cannot see what the guarantee prevents", tt.name, got.reads)
+			}
+		})
 	}
 }
 
@@ -174,14 +207,28 @@ func runReadAfterWriteChild(ns string) int {
 	store := core.NewRedisStore(rdb)
 	defer store.Close()
 	var absorbed atomic.Int64
-	c := core.New(store, core.WithNamespace(ns), core.WithStoreTimeout(2*time.Second),
+	opts := []core.Option{core.WithNamespace(ns), core.WithStoreTimeout(2 * time.Second),
 		core.WithObserver(func(err error) {
 			// An absorbed error can void the guarantee (a failed
 			// invalidation of a POST): each one counts as a failure.
 			if absorbed.Add(1) <= 5 {
 				fmt.Printf("ERROR absorbed: %v\n", err)
 			}
-		}))
+		})}
+	if os.Getenv(rawTierEnv) == "true" {
+		opts = append(opts, core.WithLocalTier(1<<20))
+		testhook.OnDeliver(store, func(channel string) {
+			// Only this fleet's: fleets running side by side share the
+			// subscription pattern.
+			if strings.HasPrefix(channel, ns+":") && strings.HasSuffix(channel, ":invalidated") {
+				time.Sleep(rawDeliveryDelay)
+			}
+		})
+	}
+	if os.Getenv(rawUndeliveredEnv) == "true" {
+		testhook.NoDeliveryWait(store)
+	}
+	c := core.New(store, opts...)
 	if os.Getenv(rawUnfencedEnv) == "true" {
 		testhook.Unfence(c)
 	}
@@ -346,6 +393,7 @@ func runReadAfterWriteChild(ns string) int {
 	readers.Wait()
 	close(done)
 	writer.Wait()
+	fmt.Printf("INFO local-tier hits=%d shared hits=%d\n", c.Stats().LocalHits.Load(), c.Stats().Hits.Load())
 	fmt.Printf("TOTALS reads=%d stale=%d errors=%d\n", reads, stale.Load(), errs.Load()+absorbed.Load())
 	return 0
 }

@@ -48,6 +48,7 @@ type RedisStore struct {
 	rs       *redsync.Redsync
 	wake     wake.Registry
 	watchers invalidationWatchers
+	fleet    fleetDelivery
 
 	mu     sync.Mutex // guards ps, done and closed
 	ps     *redis.PubSub
@@ -97,7 +98,7 @@ func NewRedisStore(rdb redis.UniversalClient, opts ...RedisStoreOption) *RedisSt
 	if rdb == nil {
 		panic("flightcache: NewRedisStore: nil client")
 	}
-	s := &RedisStore{rdb: rdb, rs: redsync.New(goredis.NewPool(rdb))}
+	s := &RedisStore{rdb: rdb, rs: redsync.New(goredis.NewPool(rdb)), fleet: newFleetDelivery()}
 	for _, o := range opts {
 		o.applyStore(s)
 	}
@@ -136,6 +137,11 @@ func (s *RedisStore) SetNX(ctx context.Context, key string, value []byte, ttl ti
 
 // Replace implements [Store] as a WATCH/MULTI transaction.
 func (s *RedisStore) Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	return s.replace(ctx, key, old, value, ttl, "")
+}
+
+// replace is Replace, publishing payload as the key's invalidation.
+func (s *RedisStore) replace(ctx context.Context, key string, old, value []byte, ttl time.Duration, payload string) (bool, error) {
 	errChanged := errors.New("changed")
 	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
 		cur, err := tx.Get(ctx, key).Bytes()
@@ -148,7 +154,7 @@ func (s *RedisStore) Replace(ctx context.Context, key string, old, value []byte,
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, key, value, ttl)
 			p.Publish(ctx, key+channelSuffix, "")
-			p.Publish(ctx, key+invalidatedSuffix, "")
+			p.Publish(ctx, key+invalidatedSuffix, payload)
 			return nil
 		})
 		return err
@@ -162,20 +168,45 @@ func (s *RedisStore) Replace(ctx context.Context, key string, old, value []byte,
 	return false, err
 }
 
-// Invalidate implements [Store] with SET key marker PX ttl. The SET and
-// the PUBLISH of the key's invalidation run as one transaction, so that no
-// process can miss the invalidation while its subscription holds.
-func (s *RedisStore) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
-	var set *redis.StatusCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		set = p.Set(ctx, key, marker, ttl)
-		p.Publish(ctx, key+invalidatedSuffix, "")
-		return nil
-	})
-	if err != nil {
-		return err
+// Invalidate implements [Store] with SET key marker PX ttl, or with a
+// WATCH/MULTI transaction when old is given. The SET and the PUBLISH of
+// the key's invalidation run as one transaction, so that no process can
+// miss the invalidation while its subscription holds; then Invalidate
+// waits for the processes that keep a local tier to answer, or for their
+// leases to run out (see [WithInvalidationLease]).
+func (s *RedisStore) Invalidate(ctx context.Context, key string, old, marker []byte, ttl time.Duration) (bool, error) {
+	// The answers come on this store's own channel.
+	if err := s.listen(ctx); err != nil {
+		return false, err
 	}
-	return set.Err()
+	seq, w := s.fleet.expect()
+	defer s.fleet.forget(seq)
+	payload := s.fleet.invalidationPayload(seq)
+	var err error
+	if old == nil {
+		var set *redis.StatusCmd
+		_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			set = p.Set(ctx, key, marker, ttl)
+			p.Publish(ctx, key+invalidatedSuffix, payload)
+			return nil
+		})
+		if err == nil {
+			err = set.Err()
+		}
+	} else {
+		var stored bool
+		stored, err = s.replace(ctx, key, old, marker, ttl, payload)
+		if err == nil && !stored {
+			return false, nil
+		}
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := s.awaitDelivery(ctx, s.fleet.mono(), w); err != nil {
+		return true, err
+	}
+	return true, nil
 }
 
 // NewLock implements [Store] with a redsync mutex that tries once and
@@ -209,7 +240,9 @@ func (s *RedisStore) WatchInvalidations(ctx context.Context, invalidate func(key
 	if err := s.listen(ctx); err != nil {
 		return nil, err
 	}
-	return s.watchers.add(invalidate, reset), nil
+	stop := s.watchers.add(invalidate, reset)
+	s.startHeartbeat(ctx)
+	return stop, nil
 }
 
 // listen opens the process's one subscription connection if it is not
@@ -224,7 +257,11 @@ func (s *RedisStore) listen(ctx context.Context) error {
 		return nil
 	}
 	ps := s.rdb.PSubscribe(ctx, channelPattern, invalidatedPattern)
-	for range 2 {
+	if err := ps.Subscribe(ctx, tierChannelPrefix+s.fleet.id); err != nil {
+		_ = ps.Close()
+		return err
+	}
+	for range 3 {
 		if _, err := ps.Receive(ctx); err != nil {
 			_ = ps.Close()
 			return err
@@ -249,8 +286,14 @@ func (s *RedisStore) forward(ch <-chan any, done chan<- struct{}) {
 	for msg := range ch {
 		switch msg := msg.(type) {
 		case *redis.Message:
+			if f := s.fleet.onMsg.Load(); f != nil {
+				(*f)(msg.Channel)
+			}
 			if key, ok := strings.CutSuffix(msg.Channel, invalidatedSuffix); ok {
 				s.watchers.invalidate(key)
+				s.fleet.owe(msg.Payload)
+			} else if strings.HasPrefix(msg.Channel, tierChannelPrefix) {
+				s.fleet.deliverOwn(msg.Payload)
 			} else {
 				s.wake.Wake(strings.TrimSuffix(msg.Channel, channelSuffix))
 			}
@@ -285,7 +328,31 @@ func (s *RedisStore) PurgeTags(ctx context.Context, epochKey string, tagKeys []s
 		}
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// Then, once every version is raised, each tag key's invalidation
+	// for the local tiers, which keep tagged entries: a tier told of it
+	// before the raise could keep an entry read in between.
+	if err := s.listen(ctx); err != nil {
+		return err
+	}
+	seqs := make([]uint64, len(tagKeys))
+	waits := make([]*ackWait, len(tagKeys))
+	for i := range tagKeys {
+		seqs[i], waits[i] = s.fleet.expect()
+		defer s.fleet.forget(seqs[i])
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range tagKeys {
+			p.Publish(ctx, k+invalidatedSuffix, s.fleet.invalidationPayload(seqs[i]))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.awaitDelivery(ctx, s.fleet.mono(), waits...)
 }
 
 // TagVersions implements [Store] with ZSCORE, pipelined when there are
@@ -328,6 +395,7 @@ func (s *RedisStore) Notify(ctx context.Context, key string) error {
 // goroutine; local tiers watching the store's invalidations are emptied
 // and keep nothing more. It does not close the Redis client.
 func (s *RedisStore) Close() error {
+	s.stopHeartbeat()
 	s.mu.Lock()
 	ps, done := s.ps, s.done
 	s.closed, s.ps = true, nil

@@ -25,18 +25,28 @@ type Store interface {
 	SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (stored []byte, won bool, err error)
 
 	// Replace overwrites the value at key with value for ttl if key still
-	// holds old, and reports whether it did. The cache uses it to replace
-	// an entry it cannot decode, a stale entry, or the mark of a key made
-	// uncacheable for a while.
+	// holds old, and reports whether it did, telling every process's
+	// [InvalidationWatcher] callbacks without waiting for them to be told.
+	// The cache uses it to replace an entry it cannot decode, a stale
+	// entry, or the mark of a key made uncacheable for a while: changes
+	// after which a local tier's copy may be served a little longer.
 	Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error)
 
-	// Invalidate stores marker at key for ttl in place of whatever the key
-	// holds, present or not, and tells every process's
-	// [InvalidationWatcher] callbacks. The cache writes a tombstone or a
-	// purged entry, bytes no earlier read can have returned, so that a
-	// fill's commit conditional on what its lookup read (SetNX on a
-	// missing key, Replace on a present one) fails after it.
-	Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error
+	// Invalidate stores marker at key for ttl in place of what the key
+	// holds — whatever that is when old is nil, present or not; else only
+	// if the key holds exactly old — and reports whether it did. The cache
+	// writes a tombstone or a purged entry, bytes no earlier read can have
+	// returned, so that a fill's commit conditional on what its lookup
+	// read (SetNX on a missing key, Replace on a present one) fails after
+	// it.
+	//
+	// Unlike Replace, an Invalidate that stored its marker returns only
+	// once every process's [InvalidationWatcher] callbacks have been told
+	// of it, or that process's watch is no longer current (see
+	// [InvalidationWatcher.InvalidationsCurrent]): a local tier anywhere
+	// in the fleet serves nothing the invalidation replaced once it
+	// returns.
+	Invalidate(ctx context.Context, key string, old, marker []byte, ttl time.Duration) (bool, error)
 
 	// NewLock returns an unlocked fill lock for key that expires after
 	// expiry unless extended. Each fill uses its own Lock.
@@ -57,7 +67,10 @@ type Store interface {
 	// leaving a counter that a later purge already raised further as it
 	// is, so that no counter ever goes down. Counters never expire. It
 	// costs a constant number of commands per tag, whatever the number
-	// of entries carrying the tags.
+	// of entries carrying the tags. Like Invalidate, it then tells every
+	// process's [InvalidationWatcher] callbacks, with each tag key as the
+	// key invalidated, and returns once they were told or are no longer
+	// current.
 	PurgeTags(ctx context.Context, epochKey string, tagKeys []string) error
 
 	// TagVersions returns the counters at keys (an epoch key or tag keys),

@@ -136,8 +136,8 @@ func TestStore(t *testing.T, h Harness) {
 	run(t, "Invalidate", func(t *testing.T) {
 		a, b := h.New(t), h.New(t)
 		k := uniqueKey()
-		if err := a.Invalidate(ctx(t), k, []byte("tomb1"), time.Minute); err != nil {
-			t.Errorf("Invalidate(missing) error: %v", err)
+		if ok, err := a.Invalidate(ctx(t), k, nil, []byte("tomb1"), time.Minute); err != nil || !ok {
+			t.Errorf("Invalidate(missing) = (%v, %v), want (true, nil)", ok, err)
 		}
 		if v, err := b.Get(ctx(t), k); err != nil || string(v) != "tomb1" {
 			t.Errorf("Get after Invalidate(missing) = (%q, %v), want tomb1", v, err)
@@ -147,7 +147,7 @@ func TestStore(t *testing.T, h Harness) {
 		if got, won, err := b.SetNX(ctx(t), k, []byte("late"), time.Minute); err != nil || won || string(got) != "tomb1" {
 			t.Errorf("SetNX after Invalidate = (%q, %v, %v), want (tomb1, false, nil)", got, won, err)
 		}
-		if err := a.Invalidate(ctx(t), k, []byte("tomb2"), time.Minute); err != nil {
+		if _, err := a.Invalidate(ctx(t), k, nil, []byte("tomb2"), time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := b.Replace(ctx(t), k, []byte("tomb1"), []byte("late"), time.Minute); err != nil || ok {
@@ -156,13 +156,23 @@ func TestStore(t *testing.T, h Harness) {
 		if ok, err := b.Replace(ctx(t), k, []byte("tomb2"), []byte("new"), time.Minute); err != nil || !ok {
 			t.Errorf("Replace(tomb2) = (%v, %v), want (true, nil)", ok, err)
 		}
-		if err := b.Invalidate(ctx(t), k, []byte("tomb3"), time.Second); err != nil {
-			t.Fatal(err)
+		// Conditional: only in place of exactly old.
+		if ok, err := b.Invalidate(ctx(t), k, []byte("other"), []byte("tomb3"), time.Second); err != nil || ok {
+			t.Errorf("Invalidate(old mismatch) = (%v, %v), want (false, nil)", ok, err)
+		}
+		if v, err := a.Get(ctx(t), k); err != nil || string(v) != "new" {
+			t.Errorf("Get after a refused Invalidate = (%q, %v), want new", v, err)
+		}
+		if ok, err := b.Invalidate(ctx(t), uniqueKey(), []byte("new"), []byte("tomb3"), time.Second); err != nil || ok {
+			t.Errorf("Invalidate(old given, key missing) = (%v, %v), want (false, nil)", ok, err)
+		}
+		if ok, err := b.Invalidate(ctx(t), k, []byte("new"), []byte("tomb3"), 3*time.Second); err != nil || !ok {
+			t.Errorf("Invalidate(old match) = (%v, %v), want (true, nil)", ok, err)
 		}
 		if v, err := a.Get(ctx(t), k); err != nil || string(v) != "tomb3" {
 			t.Errorf("Get after Invalidate(present) = (%q, %v), want tomb3", v, err)
 		}
-		h.Advance(1100 * time.Millisecond)
+		h.Advance(3100 * time.Millisecond)
 		if _, err := a.Get(ctx(t), k); !errors.Is(err, core.ErrNotFound) {
 			t.Errorf("Get after the marker's ttl error = %v, want ErrNotFound", err)
 		}
@@ -379,10 +389,17 @@ func TestStore(t *testing.T, h Harness) {
 			t.Fatalf("Replace = (%v, %v), want (true, nil)", ok, err)
 		}
 		watch.wait(t, k, "Replace in another store")
-		if err := b.Invalidate(ctx(t), k, []byte("tomb"), time.Minute); err != nil {
+		// An Invalidate returns only once every watch was told, or the
+		// watch stopped being current: checked at once, without waiting.
+		if _, err := b.Invalidate(ctx(t), k, nil, []byte("tomb"), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		watch.wait(t, k, "Invalidate in another store")
+		if told := watch.count(k) > 0; !told {
+			if wa.InvalidationsCurrent() {
+				t.Error("Invalidate in another store returned before the watch was told, and the watch still reports itself current")
+			}
+			watch.wait(t, k, "Invalidate in another store")
+		}
 
 		// Once stop returns, the watch sees nothing more. A second watch,
 		// still running, tells when the next Invalidate has been delivered.
@@ -394,7 +411,7 @@ func TestStore(t *testing.T, h Harness) {
 		defer stopOther()
 		stop()
 		stopped = true
-		if err := b.Invalidate(ctx(t), k, []byte("tomb2"), time.Minute); err != nil {
+		if _, err := b.Invalidate(ctx(t), k, nil, []byte("tomb2"), time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		other.wait(t, k, "Invalidate in another store")

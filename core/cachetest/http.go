@@ -271,14 +271,14 @@ func (s *clockedStore) Replace(ctx context.Context, key string, old, value []byt
 	return ok, err
 }
 
-func (s *clockedStore) Invalidate(ctx context.Context, key string, marker []byte, ttl time.Duration) error {
+func (s *clockedStore) Invalidate(ctx context.Context, key string, old, marker []byte, ttl time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.Store.Invalidate(ctx, key, marker, ttl)
-	if err == nil {
+	ok, err := s.Store.Invalidate(ctx, key, old, marker, ttl)
+	if ok {
 		s.expires[key] = s.clock.Now().Add(ttl)
 	}
-	return err
+	return ok, err
 }
 
 // TestHTTP runs the adapter behaviour suite through d: the same cases for

@@ -23,6 +23,20 @@ var Unfence func(cache any)
 // on it. Package core sets it in its init.
 var OnJoin func(cache any, f func(key string))
 
+// OnDeliver makes a *core.RedisStore call f with each message's channel
+// on its subscription's delivery goroutine, before handling the message:
+// tests hold a process's deliveries back by blocking in f. Package core
+// sets it in its init.
+var OnDeliver func(store any, f func(channel string))
+
+// NoDeliveryWait turns a *core.RedisStore's delivery guarantee off: its
+// Invalidate returns without waiting for other processes' local tiers,
+// and its own tiers serve from memory whether or not they were told of
+// every invalidation, as before the guarantee existed. Tests use it to
+// show that they catch what the guarantee prevents. Package core sets it
+// in its init.
+var NoDeliveryWait func(store any)
+
 // Clock is a fake clock for tests: it stands still until Advance moves it.
 // It is safe for concurrent use.
 type Clock struct {
