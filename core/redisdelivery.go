@@ -204,11 +204,15 @@ func (s *RedisStore) awaitDelivery(ctx context.Context, sent int64, waits ...*ac
 	if s.fleet.noWait.Load() {
 		return nil
 	}
-	live, err := s.liveTiers(ctx)
+	// The invalidation is done; what is left is bounded by the leases, not
+	// by what ctx had left for the invalidation itself.
+	d := &s.fleet
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.lease)
+	defer cancel()
+	live, err := s.liveTiers(rctx)
 	if err != nil {
 		return err
 	}
-	d := &s.fleet
 	d.mu.Lock()
 	for _, w := range waits {
 		w.want = live
