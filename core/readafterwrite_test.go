@@ -175,7 +175,11 @@ func TestReadAfterWriteAcrossProcesses(t *testing.T) {
 // TestReadAfterWriteCatchesAnUnfencedCache runs the same fleet with the
 // fence turned off, and with local tiers whose invalidations do not wait
 // for the other processes' tiers: each must count stale reads, or the
-// test above could not fail.
+// test above could not fail. A stale read needs a write to land in a
+// narrow window, and how many do depends on scheduling (a loaded machine,
+// or invalidations waiting out the lease of a process another test
+// killed, make writes rarer): a fleet that saw none runs again, up to 3
+// times, and only a fleet that never sees one fails.
 func TestReadAfterWriteCatchesAnUnfencedCache(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -186,11 +190,16 @@ func TestReadAfterWriteCatchesAnUnfencedCache(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := runReadAfterWrite(t, realRedisAddr(t), tt.fleet)
-			t.Logf("%s: %d reads, %d stale after an acknowledged write", tt.name, got.reads, got.stale)
-			if got.stale == 0 {
-				t.Errorf("%s: 0 of %d reads were stale: the test cannot see what the guarantee prevents", tt.name, got.reads)
+			reads := 0
+			for attempt := 1; attempt <= 3; attempt++ {
+				got := runReadAfterWrite(t, realRedisAddr(t), tt.fleet)
+				t.Logf("%s, fleet %d: %d reads, %d stale after an acknowledged write", tt.name, attempt, got.reads, got.stale)
+				if got.stale > 0 {
+					return
+				}
+				reads += got.reads
 			}
+			t.Errorf("%s: 0 of %d reads in 3 fleets were stale: the test cannot see what the guarantee prevents", tt.name, reads)
 		})
 	}
 }
