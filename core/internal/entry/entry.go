@@ -135,7 +135,6 @@ func EncodeFetched(storedAt time.Time, ttl, fetch time.Duration, value []byte) [
 	return encodeFetched(KindValue, storedAt, ttl, fetch, value)
 }
 
-
 // EncodeTagged returns the encoding of a value stored at storedAt, fresh
 // for ttl, that carries tags (1 to [MaxTags] of them) with their purge
 // versions.
