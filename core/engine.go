@@ -198,7 +198,7 @@ type outcome struct {
 	// fetched is how long the fetch took, recorded in the stored entry
 	// for early refresh (0: not recorded).
 	fetched time.Duration
-	share       sharing
+	share   sharing
 	// staleIfError, with share staleOnError, is how far past its
 	// freshness the key's stale entry may still stand in for this fetch.
 	staleIfError time.Duration
