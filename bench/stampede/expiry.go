@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -88,7 +89,7 @@ func expiryFlags(fs *flag.FlagSet) *expiryOptions {
 // early refresh, each fresh.
 func runExpiry(ctx context.Context, o options, e expiryOptions, smoke bool, out string, progress io.Writer) int {
 	if smoke {
-		e.processes, e.keys, e.duration, e.rate, e.workers = 2, 10, 5*time.Second, 200, 16
+		e = smokeExpiry(e)
 	}
 	results, err := benchExpiry(ctx, o, e, progress)
 	if len(results) > 0 {
@@ -121,6 +122,13 @@ func runExpiry(ctx context.Context, o options, e expiryOptions, smoke bool, out 
 		fmt.Fprintln(os.Stderr, "stampede: expiry smoke: ok")
 	}
 	return 0
+}
+
+// smokeExpiry is e cut down to the smoke: 2 processes, 10 keys, 3 s of
+// load per fleet.
+func smokeExpiry(e expiryOptions) expiryOptions {
+	e.processes, e.keys, e.duration, e.rate, e.workers = 2, 10, 3*time.Second, 200, 16
+	return e
 }
 
 func benchExpiry(ctx context.Context, o options, e expiryOptions, progress io.Writer) ([]expiryResult, error) {
@@ -188,13 +196,21 @@ func expiryFleet(ctx context.Context, s strategy, cfg benchserver.Config, e expi
 	url := func(p, k int) string {
 		return f.urls[p] + benchserver.ItemPrefix + cfg.Run + "-k" + strconv.Itoa(k)
 	}
-	// Fill every key once, through every process, before measuring.
+	// Fill every key, and ask every process for it, before measuring.
+	var failed atomic.Int64
+	var warm sync.WaitGroup
 	for k := range e.keys {
-		for p := range f.urls {
-			if sm := getSample(ctx, client, url(p, k)); sm.err {
-				return expiryResult{}, fmt.Errorf("warm-up request for key %d failed", k)
+		warm.Go(func() {
+			for p := range f.urls {
+				if sm := getSample(ctx, client, url(p, k)); sm.err {
+					failed.Add(1)
+				}
 			}
-		}
+		})
+	}
+	warm.Wait()
+	if n := failed.Load(); n > 0 {
+		return expiryResult{}, fmt.Errorf("%d warm-up requests failed", n)
 	}
 	before, err := originCalls(ctx, rdb, cfg.Run)
 	if err != nil {
