@@ -400,7 +400,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 			return result{source: fromAlone}, nil
 		}
 		if f.solo {
-			return c.fetch(ctx, key, c.fetchOf(key, f), nil, r)
+			return c.fetch(ctx, key, c.fetchOf(key, f), r)
 		}
 		var err error
 		if r.value != nil && f.staleOK != nil && f.staleOK(r) {
@@ -550,7 +550,7 @@ func (c *Cache) fill(ctx context.Context, key string, fetch fetchFunc, stale *re
 		if ok {
 			return r, nil
 		}
-		return c.fetch(ctx, key, fetch, nil, r)
+		return c.fetch(ctx, key, fetch, r)
 	}
 	lock := c.store.NewLock(key, c.cfg.lockExpiry)
 	switch err := c.lock(ctx, key, lock); {
@@ -563,23 +563,28 @@ func (c *Cache) fill(ctx context.Context, key string, fetch fetchFunc, stale *re
 		return c.wait(ctx, key, fetch, lock)
 	default:
 		// The store is unreachable (already reported): fail open.
-		return c.fetch(ctx, key, fetch, nil, result{})
+		return c.fetch(ctx, key, fetch, result{})
 	}
 }
 
 // fillLocked fills key while holding its lock.
 func (c *Cache) fillLocked(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+	// The lease is renewed from here to the unlock: the recheck and the
+	// commit are store calls that may take a while too.
+	stop := c.keepLocked(ctx, key, lock)
 	// Look again. Our lookup missed before we held the lock; in between,
 	// another process may have taken the lock, committed and released it.
 	// Without this recheck that interleaving calls the origin twice.
 	r, ok := c.lookup(ctx, key)
 	if ok {
+		stop()
 		c.unlock(ctx, key, lock)
 		c.stats.Waited.Add(1)
 		r.source = fromWaited
 		return r, nil
 	}
-	r, err := c.fetch(ctx, key, fetch, lock, r)
+	r, err := c.fetch(ctx, key, fetch, r)
+	stop()
 	c.unlock(ctx, key, lock)
 	if err != nil || r.source == fromStale || r.storedAt.IsZero() {
 		// Nothing was committed, so no commit notification went out: wake
@@ -621,34 +626,31 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 		}
 		if r.pass {
 			// The filler found the value uncacheable: stop queueing.
-			return c.fetch(ctx, key, fetch, nil, result{})
+			return c.fetch(ctx, key, fetch, result{})
 		}
 		stale = r
 		switch err := c.lock(ctx, key, lock); {
 		case err == nil:
 			return c.fillLocked(ctx, key, fetch, lock)
 		case !errors.Is(err, ErrLockHeld):
-			return c.fetch(ctx, key, fetch, nil, stale)
+			return c.fetch(ctx, key, fetch, stale)
 		}
 		select {
 		case <-woken:
 		case <-poll.C:
 		case <-deadline.C:
-			return c.fetch(ctx, key, fetch, nil, stale)
+			return c.fetch(ctx, key, fetch, stale)
 		}
 	}
 }
 
-// fetch calls the fetch function, keeping lock (if any) extended while it
-// runs, and commits the value. stale is the key's stale entry, if it has
+// fetch calls the fetch function and commits the value. stale is the key's stale entry, if it has
 // one (its value nil otherwise): the fetch may revalidate it, or fall back
 // on it when it fails.
-func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock, stale result) (result, error) {
+func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, stale result) (result, error) {
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.fetchTimeout)
 	defer cancel()
-	stop := c.keepLocked(ctx, key, lock)
 	o, err := c.call(fctx, fetch, stale.value)
-	stop()
 	if o.share == staleOnError {
 		// The stale entry is checked to be in place still: an invalidation
 		// since the lookup must not be undone by serving it.

@@ -106,20 +106,23 @@ func (c *Cache) fillAhead(ctx context.Context, key string, fetch fetchFunc, hit 
 	// process has just replaced (its broadcast on the way): the lock
 	// holder before us may have refreshed it, and committed before
 	// unlocking.
-	r, _ := c.read(ctx, key, false)
-	if !sameEntry(r, hit) {
+	stop := c.keepLocked(ctx, key, lock) // from here to the unlock
+	release := func() {
+		stop()
 		if lock != nil {
 			c.unlock(ctx, key, lock)
 		}
+	}
+	r, _ := c.read(ctx, key, false)
+	if !sameEntry(r, hit) {
+		release()
 		return result{}, errLookAgain
 	}
 	// The commit replaces r.seen, the bytes just read: an invalidation
 	// since (a purge, a write through the cache) has changed them, and
 	// refuses it.
-	res, err := c.fetch(ctx, key, fetch, lock, r)
-	if lock != nil {
-		c.unlock(ctx, key, lock)
-	}
+	res, err := c.fetch(ctx, key, fetch, r)
+	release()
 	if err != nil || res.source == fromStale || res.storedAt.IsZero() {
 		c.notify(ctx, key) // nothing committed: wake waiters elsewhere
 	}
