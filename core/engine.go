@@ -390,7 +390,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		r, ok := c.lookup(ctx, key)
 		if ok {
 			c.stats.Hits.Add(1)
-			if f.early > 0 && !f.solo && c.refreshDue(r, f.early) && (f.earlyOK == nil || f.earlyOK(r)) {
+			if f.early > 0 && !f.solo && c.refreshDue(r, f.early) && (f.earlyOK == nil || f.earlyOK(r)) && !c.refreshingNow(key) {
 				r.refresh = func() { c.refreshAhead(ctx, key, f, r) }
 			}
 			return r, nil

@@ -52,6 +52,14 @@ func (c *Cache) refreshDue(r result, beta float64) bool {
 	return !c.now().Before(r.storedAt.Add(r.ttl - refreshLead(r.ttl, r.fetched, beta)))
 }
 
+// refreshingNow reports whether this process is refreshing key, or has
+// just found another process doing it: a hit then sets nothing off (and
+// an HTTP response keeps its connection).
+func (c *Cache) refreshingNow(key string) bool {
+	_, busy := c.refreshing.Load(key)
+	return busy
+}
+
 // refreshAhead refills key, whose entry hit was just served, on a context
 // detached from ctx. It runs once at a time per key in this process; the
 // caller that served hit runs it, and it ends within the fetch timeout.
