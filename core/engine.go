@@ -644,9 +644,10 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 	}
 }
 
-// fetch calls the fetch function and commits the value. stale is the key's stale entry, if it has
-// one (its value nil otherwise): the fetch may revalidate it, or fall back
-// on it when it fails.
+// fetch calls the fetch function and commits the value. stale is the
+// key's stale entry, if it has one (its value nil otherwise): the fetch
+// may revalidate it, or fall back on it when it fails. A filler holding
+// the key's lock keeps it renewed around this call (see fillLocked).
 func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, stale result) (result, error) {
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.fetchTimeout)
 	defer cancel()
