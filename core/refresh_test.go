@@ -62,8 +62,15 @@ func earlyRefreshes(cs []*core.Cache) (n int64) {
 // new version), and the refreshed entry replaces the old one everywhere.
 // Hits before the refresh window, however many, refresh nothing.
 func TestEarlyRefreshNobodyWaitsOneCallFleetWide(t *testing.T) {
+	t.Run("shared store", func(t *testing.T) { testEarlyRefreshFleet(t) })
+	// The refresh reads the entry past the local tier, which may still
+	// hold the one another process has just replaced.
+	t.Run("local tiers", func(t *testing.T) { testEarlyRefreshFleet(t, core.WithLocalTier(1<<20)) })
+}
+
+func testEarlyRefreshFleet(t *testing.T, opts ...core.Option) {
 	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
-		cs := caches(t, 3, newStore, namespace(t), core.TTL(earlyTTL), core.EarlyRefresh(2))
+		cs := caches(t, 3, newStore, append([]core.Option{namespace(t), core.TTL(earlyTTL), core.EarlyRefresh(2)}, opts...)...)
 		clock := testhook.NewClock(time.Now())
 		for _, c := range cs {
 			testhook.SetClock(c, clock.Now)
