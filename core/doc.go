@@ -110,7 +110,7 @@
 //     a response past that is not stored.
 //   - [WithObserver]: none; [Stats.Errors] still counts.
 //   - [WithLockExpiry]: 1.5 s ([DefaultLockExpiry]), a lease the filler
-//     renews every 0.5 s while it fetches, so a dead filler's waiters take
+//     renews every 0.3 s while it fills, so a dead filler's waiters take
 //     over within about 1.75 s. [WithWaitTimeout]: 10 s. [WithFetchTimeout]:
 //     30 s. [WithStoreTimeout]: 250 ms. [WithPollInterval]: 250 ms.
 //   - Fill lock: on ([WithoutLock] turns it off); with [NewRedisStore],

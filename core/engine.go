@@ -1135,7 +1135,7 @@ func (c *Cache) notify(ctx context.Context, key string) {
 	}
 }
 
-// keepLocked extends lock every third of its expiry until stop is called:
+// keepLocked extends lock every fifth of its expiry until stop is called:
 // the lock is a short lease, renewed by this heartbeat while the fill
 // runs, so that a filler that dies frees it within one expiry while a
 // slow one keeps it. A failed extension is reported; one that finds the
@@ -1149,7 +1149,10 @@ func (c *Cache) keepLocked(ctx context.Context, key string, lock Lock) (stop fun
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(c.cfg.lockExpiry / 3)
+		// Five beats per lease: a lease lapses only when four renewals
+		// in a row fail or come late (a store slower than its timeout,
+		// a starved process), not on one slow round trip.
+		t := time.NewTicker(c.cfg.lockExpiry / 5)
 		defer t.Stop()
 		for {
 			select {

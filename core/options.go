@@ -112,7 +112,7 @@ func WithObserver(o Observer) Option {
 const DefaultLockExpiry = 1500 * time.Millisecond
 
 // WithLockExpiry sets how long a fill lock lives without being extended:
-// a lease, which the filler renews every third of it while its fetch runs
+// a lease, which the filler renews every fifth of it while it fills
 // (a heartbeat), however long the fetch takes. The expiry only bounds how
 // long a filler that died (a crash, a SIGKILL, a partition) keeps others
 // waiting: they take over within the expiry plus one poll interval
