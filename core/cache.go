@@ -169,7 +169,17 @@ func (f *fill) serveFilled() error {
 		c.mark(f.w.Header(), "BYPASS", "fwd=request")
 		return f.next(f.rt.passWriter(f.w), f.r)
 	}
+	if res.refresh != nil && f.r.ProtoMajor == 1 {
+		// The refresh runs on this request's handler chain after the
+		// response; the client's next request must not wait behind it on
+		// this connection.
+		f.w.Header().Set("Connection", "close")
+	}
 	c.replay(f.w, f.r, resp, res)
+	if res.refresh != nil {
+		http.NewResponseController(f.w).Flush()
+		res.refresh()
+	}
 	return nil
 }
 
@@ -201,8 +211,30 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 			resp, err := entry.DecodeResponse(stale.value)
 			return err == nil && f.rt.c.now().Sub(stale.storedAt.Add(stale.ttl)) < f.p.staleWindow(resp.Header)
 		},
+		early:  f.p.earlyRefresh,
+		jitter: f.p.ttlJitter,
+		// A variant index is refilled when it expires, not early: its
+		// refill starts a new generation of the URL's variants.
+		earlyOK: func(hit result) bool { return !entry.IsVariants(hit.value) },
+		background: func(ctx context.Context, stale []byte) (outcome, error) {
+			// The request has its answer: the handler writes into a sink.
+			g := *f
+			g.w = &sinkWriter{header: http.Header{}}
+			return g.fetch(ctx, key, index, stale)
+		},
 	})
 }
+
+// sinkWriter is the client writer of an early refresh's fill: the
+// request it runs for has been answered, so what would reach the client
+// (a streamed or unstorable response) goes nowhere.
+type sinkWriter struct {
+	header http.Header
+}
+
+func (w *sinkWriter) Header() http.Header         { return w.header }
+func (w *sinkWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *sinkWriter) WriteHeader(int)             {}
 
 // fetch runs the handler into a recorder and returns the response to
 // store at key, with its freshness lifetime and how long to keep it after.

@@ -95,6 +95,13 @@
 //     [ExplicitFreshnessOnly], [PerRoute]: off.
 //   - [StaleWhileRevalidate] and [StaleIfError]: 0, unless the response
 //     sets its own window.
+//   - [EarlyRefresh]: off. With it, a hit within beta times the entry's
+//     measured fetch time plus 100 ms of its expiry (never in the first
+//     half of its lifetime) is served, then refills the entry in the
+//     background through the usual fill path (one per process, the lock
+//     across the fleet, a commit fenced on the bytes it replaces): one
+//     origin call per entry for the fleet, and a purge during the refresh
+//     wins. [TTLJitter]: 0; it only ever shortens lifetimes.
 //   - [WithNamespace]: "flightcache". [WithCacheHeader]: "X-Cache".
 //   - Tags ([Cache.PurgeTags]): read from the response header
 //     Surrogate-Key ([WithTagHeader]), which is removed from what clients
@@ -102,7 +109,9 @@
 //     ([Tags]). At most [MaxTags] tags of at most [MaxTagLength] bytes;
 //     a response past that is not stored.
 //   - [WithObserver]: none; [Stats.Errors] still counts.
-//   - [WithLockExpiry]: 5 s. [WithWaitTimeout]: 10 s. [WithFetchTimeout]:
+//   - [WithLockExpiry]: 1.5 s ([DefaultLockExpiry]), a lease the filler
+//     renews every 0.3 s while it fills, so a dead filler's waiters take
+//     over within about 1.75 s. [WithWaitTimeout]: 10 s. [WithFetchTimeout]:
 //     30 s. [WithStoreTimeout]: 250 ms. [WithPollInterval]: 250 ms.
 //   - Fill lock: on ([WithoutLock] turns it off); with [NewRedisStore],
 //     on the store's own client ([WithLockNodes] for a Redlock quorum).

@@ -77,6 +77,11 @@ type Stats struct {
 	// FencedCommits counts fills whose commit an invalidation since their
 	// lookup refused: their value went to their leader only.
 	FencedCommits atomic.Int64
+	// EarlyRefreshes counts early refreshes ([EarlyRefresh]) this process
+	// started: hits that set off a background refill. Most end without an
+	// origin call when another process is refreshing the same entry
+	// (Fetches counts the calls).
+	EarlyRefreshes atomic.Int64
 }
 
 // New returns a Cache that fills through store. It does no I/O and panics
@@ -121,6 +126,8 @@ func (c *Cache) Stats() *Stats { return &c.stats }
 // slice may be shared with other callers and must not be modified.
 func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Context) ([]byte, time.Duration, error)) ([]byte, error) {
 	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), flight{
+		early:  c.cfg.policy.earlyRefresh,
+		jitter: c.cfg.policy.ttlJitter,
 		fetch: func(ctx context.Context, _ []byte) (outcome, error) {
 			value, ttl, err := fetch(ctx)
 			if ttl == NoStore {
@@ -132,6 +139,9 @@ func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Conte
 	if err == nil && r.source == fromAlone {
 		c.stats.Fetches.Add(1)
 		r.value, _, err = fetch(ctx)
+	}
+	if r.refresh != nil {
+		go r.refresh() // the value is served; the refresh ends within the fetch timeout
 	}
 	return r.value, err
 }
@@ -150,6 +160,8 @@ func (c *Cache) Do(ctx context.Context, key string, fetch func(ctx context.Conte
 func (c *Cache) DoTagged(ctx context.Context, key string, fetch func(ctx context.Context) (value []byte, tags []string, ttl time.Duration, err error)) ([]byte, error) {
 	r, err := c.load(ctx, storeKey(c.cfg.namespace, key), flight{
 		tagged: true,
+		early:  c.cfg.policy.earlyRefresh,
+		jitter: c.cfg.policy.ttlJitter,
 		fetch: func(ctx context.Context, _ []byte) (outcome, error) {
 			value, tags, ttl, err := fetch(ctx)
 			set, ok := tagSet(tags)
@@ -166,6 +178,9 @@ func (c *Cache) DoTagged(ctx context.Context, key string, fetch func(ctx context
 		c.stats.Fetches.Add(1)
 		r.value, _, _, err = fetch(ctx)
 	}
+	if r.refresh != nil {
+		go r.refresh()
+	}
 	return r.value, err
 }
 
@@ -180,7 +195,10 @@ type outcome struct {
 	inheritTags bool
 	ttl         time.Duration // freshness lifetime; 0: the cache's TTL
 	keep        time.Duration // how long to keep it stored past ttl (revalidation, stale windows)
-	share       sharing
+	// fetched is how long the fetch took, recorded in the stored entry
+	// for early refresh (0: not recorded).
+	fetched time.Duration
+	share   sharing
 	// staleIfError, with share staleOnError, is how far past its
 	// freshness the key's stale entry may still stand in for this fetch.
 	staleIfError time.Duration
@@ -270,6 +288,12 @@ type result struct {
 	// delivered and note come from the outcome of the fill this caller led.
 	delivered bool
 	note      any
+	// fetched is how long the fetch of the value took, as its entry
+	// records it (0: not recorded).
+	fetched time.Duration
+	// refresh, set on a hit due for an early refresh, refills the key in
+	// the background; the caller runs it once it has served the value.
+	refresh func()
 }
 
 // fetchFunc runs one fill: given the key's stale entry, if the store still
@@ -304,6 +328,17 @@ type flight struct {
 	// tagged says the fetch may return tags: the fill reads the purge
 	// epoch before it starts, which its commit is fenced on.
 	tagged bool
+	// early is the policy's EarlyRefresh factor (0: off): a hit in the
+	// last part of its entry's freshness sets off a refill (see
+	// refreshDue). earlyOK, if set, says whether a hit's value may be
+	// refreshed so; background, if set, is the fetch a refresh runs in
+	// place of fetch, answering no caller (the HTTP layer: the request
+	// has been answered from the hit).
+	early      float64
+	earlyOK    func(hit result) bool
+	background fetchFunc
+	// jitter is the policy's TTLJitter fraction (0: none).
+	jitter float64
 }
 
 // errLeaderLeft ends a bound fill whose caller left before it started; its
@@ -344,7 +379,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 			if c.joined != nil {
 				c.joined(key)
 			}
-			r, err := c.join(ctx, key, f, nil)
+			r, err := c.join(ctx, key, f, nil, nil)
 			if retry, alone := c.again(err, &failures); retry {
 				continue
 			} else if alone {
@@ -355,6 +390,9 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		r, ok := c.lookup(ctx, key)
 		if ok {
 			c.stats.Hits.Add(1)
+			if f.early > 0 && !f.solo && c.refreshDue(r, f.early) && (f.earlyOK == nil || f.earlyOK(r)) && !c.refreshingNow(key) {
+				r.refresh = func() { c.refreshAhead(ctx, key, f, r) }
+			}
 			return r, nil
 		}
 		c.stats.Misses.Add(1)
@@ -362,13 +400,13 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 			return result{source: fromAlone}, nil
 		}
 		if f.solo {
-			return c.fetch(ctx, key, c.fetchOf(key, f), nil, r)
+			return c.fetch(ctx, key, c.fetchOf(key, f), r)
 		}
 		var err error
 		if r.value != nil && f.staleOK != nil && f.staleOK(r) {
 			r, err = c.refresh(ctx, key, f, r)
 		} else {
-			r, err = c.join(ctx, key, f, nil)
+			r, err = c.join(ctx, key, f, nil, nil)
 		}
 		if retry, alone := c.again(err, &failures); retry {
 			continue
@@ -384,7 +422,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 // failed fills.
 func (c *Cache) again(err error, failures *int) (retry, alone bool) {
 	switch err {
-	case errLeaderLeft, errLookAgain:
+	case errLeaderLeft, errLookAgain, errLockTaken:
 		return true, false
 	case errLeaderFailed:
 		*failures++
@@ -396,10 +434,14 @@ func (c *Cache) again(err error, failures *int) (retry, alone bool) {
 // fetchOf is f's fetch, reading the tag purge epoch first when its values
 // may carry tags.
 func (c *Cache) fetchOf(key string, f flight) fetchFunc {
-	if f.tagged {
-		return c.epochFirst(key, f.fetch)
+	fetch := f.fetch
+	if f.early > 0 || f.jitter > 0 {
+		fetch = c.shaped(fetch, f.early > 0, f.jitter)
 	}
-	return f.fetch
+	if f.tagged {
+		return c.epochFirst(key, fetch)
+	}
+	return fetch
 }
 
 // fillInFlight reports whether this process is filling key, other than
@@ -424,7 +466,7 @@ func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result)
 		return stale, nil
 	}
 	defer c.refreshing.Delete(key)
-	r, err := c.join(ctx, key, f, &stale) // a panic in the fetch goes on up
+	r, err := c.join(ctx, key, f, &stale, nil) // a panic in the fetch goes on up
 	if err == nil || err == errLeaderLeft || err == errLookAgain || err == errLeaderFailed || ctx.Err() != nil {
 		return r, err
 	}
@@ -434,8 +476,9 @@ func (c *Cache) refresh(ctx context.Context, key string, f flight, stale result)
 
 // join joins this process's fill of key, or leads it. stale, if not nil,
 // is the stale entry a refresh serves should another process hold the
-// key's lock.
-func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (result, error) {
+// key's lock. ahead, if not nil, is the fresh entry an early refresh
+// refills (see fillAhead).
+func (c *Cache) join(ctx context.Context, key string, f flight, stale, ahead *result) (result, error) {
 	// state is touched only by this caller's closure, which singleflight
 	// runs if this caller leads, so it tells the leader from the waiters.
 	var state atomic.Int32
@@ -446,6 +489,9 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 		}
 		c.filling.Store(key, struct{}{})
 		defer c.filling.Delete(key)
+		if ahead != nil {
+			return c.fillAhead(context.WithoutCancel(ctx), key, c.fetchOf(key, f), *ahead)
+		}
 		return c.fill(context.WithoutCancel(ctx), key, c.fetchOf(key, f), stale)
 	})
 	var res singleflight.Result
@@ -463,7 +509,7 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale *result) (
 		panic(p) // the HTTP layer unwraps what net/http needs
 	}
 	if res.Err != nil {
-		if !led && f.ownFailures && res.Err != errLeaderLeft {
+		if !led && f.ownFailures && res.Err != errLeaderLeft && res.Err != errLookAgain && res.Err != errLockTaken {
 			return result{}, errLeaderFailed // the leader's failure is its own
 		}
 		return result{}, res.Err
@@ -504,7 +550,7 @@ func (c *Cache) fill(ctx context.Context, key string, fetch fetchFunc, stale *re
 		if ok {
 			return r, nil
 		}
-		return c.fetch(ctx, key, fetch, nil, r)
+		return c.fetch(ctx, key, fetch, r)
 	}
 	lock := c.store.NewLock(key, c.cfg.lockExpiry)
 	switch err := c.lock(ctx, key, lock); {
@@ -517,23 +563,28 @@ func (c *Cache) fill(ctx context.Context, key string, fetch fetchFunc, stale *re
 		return c.wait(ctx, key, fetch, lock)
 	default:
 		// The store is unreachable (already reported): fail open.
-		return c.fetch(ctx, key, fetch, nil, result{})
+		return c.fetch(ctx, key, fetch, result{})
 	}
 }
 
 // fillLocked fills key while holding its lock.
 func (c *Cache) fillLocked(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+	// The lease is renewed from here to the unlock: the recheck and the
+	// commit are store calls that may take a while too.
+	stop := c.keepLocked(ctx, key, lock)
 	// Look again. Our lookup missed before we held the lock; in between,
 	// another process may have taken the lock, committed and released it.
 	// Without this recheck that interleaving calls the origin twice.
 	r, ok := c.lookup(ctx, key)
 	if ok {
+		stop()
 		c.unlock(ctx, key, lock)
 		c.stats.Waited.Add(1)
 		r.source = fromWaited
 		return r, nil
 	}
-	r, err := c.fetch(ctx, key, fetch, lock, r)
+	r, err := c.fetch(ctx, key, fetch, r)
+	stop()
 	c.unlock(ctx, key, lock)
 	if err != nil || r.source == fromStale || r.storedAt.IsZero() {
 		// Nothing was committed, so no commit notification went out: wake
@@ -575,34 +626,32 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 		}
 		if r.pass {
 			// The filler found the value uncacheable: stop queueing.
-			return c.fetch(ctx, key, fetch, nil, result{})
+			return c.fetch(ctx, key, fetch, result{})
 		}
 		stale = r
 		switch err := c.lock(ctx, key, lock); {
 		case err == nil:
 			return c.fillLocked(ctx, key, fetch, lock)
 		case !errors.Is(err, ErrLockHeld):
-			return c.fetch(ctx, key, fetch, nil, stale)
+			return c.fetch(ctx, key, fetch, stale)
 		}
 		select {
 		case <-woken:
 		case <-poll.C:
 		case <-deadline.C:
-			return c.fetch(ctx, key, fetch, nil, stale)
+			return c.fetch(ctx, key, fetch, stale)
 		}
 	}
 }
 
-// fetch calls the fetch function, keeping lock (if any) extended while it
-// runs, and commits the value. stale is the key's stale entry, if it has
-// one (its value nil otherwise): the fetch may revalidate it, or fall back
-// on it when it fails.
-func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Lock, stale result) (result, error) {
+// fetch calls the fetch function and commits the value. stale is the
+// key's stale entry, if it has one (its value nil otherwise): the fetch
+// may revalidate it, or fall back on it when it fails. A filler holding
+// the key's lock keeps it renewed around this call (see fillLocked).
+func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, stale result) (result, error) {
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.fetchTimeout)
 	defer cancel()
-	stop := c.keepLocked(ctx, key, lock)
 	o, err := c.call(fctx, fetch, stale.value)
-	stop()
 	if o.share == staleOnError {
 		// The stale entry is checked to be in place still: an invalidation
 		// since the lookup must not be undone by serving it.
@@ -649,7 +698,7 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch fetchFunc, lock Loc
 			return result{value: o.value, shared: true, source: fromFill, note: o.note}, nil
 		}
 	}
-	r := c.commit(ctx, key, o.value, o.ttl, o.keep, tagging{o.tags, o.epoch}, stale)
+	r := c.commit(ctx, key, o.value, o.ttl, o.keep, o.fetched, tagging{o.tags, o.epoch}, stale)
 	r.note = o.note
 	return r, nil
 }
@@ -783,9 +832,9 @@ func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (o outc
 // A tagged value is committed only if none of its tags was purged since
 // its fill read the purge epoch (see stampTags), with the versions its
 // tags had then.
-func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep time.Duration, tg tagging, seen result) result {
+func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep, fetched time.Duration, tg tagging, seen result) result {
 	now := time.UnixMilli(c.now().UnixMilli()) // the precision stored
-	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill}
+	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill, fetched: fetched.Truncate(time.Millisecond)}
 	uncommitted := func(fenced bool) result {
 		mine.storedAt, mine.leaderOnly = time.Time{}, fenced
 		if !fenced {
@@ -809,7 +858,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 	mine.validAt = time.Now()
 	var enc []byte
 	if len(tg.tags) == 0 {
-		enc = entry.Encode(now, ttl, value)
+		enc = entry.EncodeFetched(now, ttl, fetched, value)
 	} else {
 		ok, fenced := c.stampTags(ctx, sctx, key, tg.tags, tg.epoch)
 		if !ok {
@@ -818,7 +867,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep 
 			}
 			return uncommitted(fenced)
 		}
-		enc = entry.EncodeTagged(now, ttl, tg.tags, value)
+		enc = entry.EncodeTaggedFetched(now, ttl, fetched, tg.tags, value)
 	}
 	if seen.seen == nil {
 		stored, won, err := c.store.SetNX(sctx, key, enc, ttl+keep)
@@ -902,7 +951,7 @@ func (c *Cache) tagsCurrentOr(ctx, sctx context.Context, key string, tags []entr
 // tags, if any, are committed with the purge epoch the fill running on
 // ctx read.
 func (c *Cache) commitSecondary(ctx context.Context, key string, value []byte, ttl, keep time.Duration, tags []entry.Tag, began time.Time) result {
-	return c.commit(ctx, key, value, ttl, keep, tagging{tags, epochOf(ctx)}, result{lookedAt: began})
+	return c.commit(ctx, key, value, ttl, keep, 0, tagging{tags, epochOf(ctx)}, result{lookedAt: began})
 }
 
 // cached returns key's entry if the store holds it fresh, without filling
@@ -983,13 +1032,26 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 			return r, true
 		}
 	}
+	return c.read(ctx, key, true)
+}
+
+// read is lookup's store part: through the local tier if there is one and
+// viaTier is set, else from the shared store.
+func (c *Cache) read(ctx context.Context, key string, viaTier bool) (result, bool) {
 	start := time.Now()
+	tier := c.local // nil: no local tier, or read past it
+	if !viaTier {
+		tier = nil
+	}
 	var b []byte
 	var err error
 	var read localRead // what a tagged entry needs to enter the local tier
-	if c.local != nil {
-		b, read, err = c.local.read(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
-	} else {
+	switch {
+	case tier != nil:
+		b, read, err = tier.read(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
+	case c.local != nil:
+		b, err = c.local.Store.Get(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
+	default:
 		b, err = c.store.Get(withDeadline(ctx, start.Add(c.cfg.storeTimeout)), key)
 	}
 	miss := result{lookedAt: start, validAt: start}
@@ -1018,10 +1080,10 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 		// hard), whose refill replaces these bytes.
 		keys := c.tagKeys(e.Tags)
 		var stamps []tagStamp
-		if c.local != nil {
+		if tier != nil {
 			// Noted before the versions are read: a tag purge told to
 			// the tier after this turns the entry away (see admitTagged).
-			stamps = c.local.stampTags(keys)
+			stamps = tier.stampTags(keys)
 		}
 		current, err := c.tagKeysCurrent(withDeadline(ctx, time.Now().Add(c.cfg.storeTimeout)), keys, e.Tags)
 		if err != nil {
@@ -1032,11 +1094,11 @@ func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 			miss.invalidated = true
 			return miss, false
 		}
-		if c.local != nil && c.fresh(e) {
-			c.local.admitTagged(key, b, e, read, stamps)
+		if tier != nil && c.fresh(e) {
+			tier.admitTagged(key, b, e, read, stamps)
 		}
 	}
-	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start, validAt: start, tags: e.Tags}
+	r := result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, seen: b, lookedAt: start, validAt: start, tags: e.Tags, fetched: e.Fetch}
 	if e.Kind == entry.KindPurged {
 		// Stale from the purge on, whatever its lifetime said.
 		r.ttl, r.invalidated = min(r.ttl, max(0, c.now().Sub(r.storedAt))), true
@@ -1073,9 +1135,13 @@ func (c *Cache) notify(ctx context.Context, key string) {
 	}
 }
 
-// keepLocked extends lock every third of its expiry until stop is called.
-// A failed extension is reported and ends the extending, not the fetch:
-// the lock only saves origin calls, SET NX keeps the answer consistent.
+// keepLocked extends lock every fifth of its expiry until stop is called:
+// the lock is a short lease, renewed by this heartbeat while the fill
+// runs, so that a filler that dies frees it within one expiry while a
+// slow one keeps it. A failed extension is reported; one that finds the
+// lock lost ends the extending (not the fetch: the lock only saves origin
+// calls, SET NX keeps the answer consistent), any other is retried at the
+// next beat, which still falls within the expiry.
 func (c *Cache) keepLocked(ctx context.Context, key string, lock Lock) (stop func()) {
 	if lock == nil {
 		return func() {}
@@ -1083,7 +1149,10 @@ func (c *Cache) keepLocked(ctx context.Context, key string, lock Lock) (stop fun
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(c.cfg.lockExpiry / 3)
+		// Five beats per lease: a lease lapses only when four renewals
+		// in a row fail or come late (a store slower than its timeout,
+		// a starved process), not on one slow round trip.
+		t := time.NewTicker(c.cfg.lockExpiry / 5)
 		defer t.Stop()
 		for {
 			select {
@@ -1095,7 +1164,9 @@ func (c *Cache) keepLocked(ctx context.Context, key string, lock Lock) (stop fun
 				cancel()
 				if err != nil {
 					c.report(ctx, OpExtend, key, err)
-					return
+				}
+				if errors.Is(err, ErrLockNotHeld) {
+					return // lapsed: another filler may hold it now
 				}
 			}
 		}

@@ -23,7 +23,7 @@ func TestOriginSlowerThanLockExpiry(t *testing.T) {
 	addr := realRedisAddr(t)
 	var log errorLog
 	cs := caches(t, 4, redisStores(t, addr), namespace(t), core.WithObserver(log.observe),
-		core.WithLockExpiry(time.Second),     // extended every 333 ms: 667 ms of slack for a loaded machine
+		core.WithLockExpiry(time.Second),     // extended every 200 ms: 800 ms of slack for a loaded machine
 		core.WithStoreTimeout(2*time.Second)) // generous: the race detector on 2 cores is slow
 	var calls atomic.Int64
 	fetch := func(ctx context.Context) ([]byte, time.Duration, error) {

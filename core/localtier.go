@@ -194,7 +194,7 @@ func (l *localTier) lookup(key string) (result, bool) {
 	if !ok || !l.servable(v) {
 		return result{}, false
 	}
-	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal, tags: v.e.Tags}, true
+	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal, tags: v.e.Tags, fetched: v.e.Fetch}, true
 }
 
 // Get implements [Store]: from the tier if it holds key, else from the

@@ -53,7 +53,7 @@ func defaultConfig() config {
 	return config{
 		policy:       defaultPolicy(),
 		namespace:    "flightcache",
-		lockExpiry:   5 * time.Second,
+		lockExpiry:   DefaultLockExpiry,
 		waitTimeout:  10 * time.Second,
 		fetchTimeout: 30 * time.Second,
 		storeTimeout: 250 * time.Millisecond,
@@ -108,10 +108,18 @@ func WithObserver(o Observer) Option {
 	return optionFunc(func(c *config) { c.observer = o })
 }
 
-// WithLockExpiry sets how long a fill lock lives without being extended.
-// A filler extends it every third of that while its fetch runs, so the
-// expiry only bounds how long a crashed filler keeps others waiting. The
-// default is 5 seconds.
+// DefaultLockExpiry is the fill lock's default lease ([WithLockExpiry]).
+const DefaultLockExpiry = 1500 * time.Millisecond
+
+// WithLockExpiry sets how long a fill lock lives without being extended:
+// a lease, which the filler renews every fifth of it while it fills
+// (a heartbeat), however long the fetch takes. The expiry only bounds how
+// long a filler that died (a crash, a SIGKILL, a partition) keeps others
+// waiting: they take over within the expiry plus one poll interval
+// ([WithPollInterval]). A shorter one takes over sooner; one too short
+// for the store's latency lets a heartbeat arrive late and a second
+// filler start (the first commit still decides the value). The default
+// is [DefaultLockExpiry], 1.5 seconds: a takeover within 1.75 s.
 func WithLockExpiry(d time.Duration) Option {
 	positive("WithLockExpiry", d)
 	return optionFunc(func(c *config) { c.lockExpiry = d })

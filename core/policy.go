@@ -34,7 +34,11 @@ type policy struct {
 	// staleIfError is how long past its freshness a response may be
 	// served when refilling it fails, when the response does not say.
 	staleIfError time.Duration
-	table        map[string][]PolicyOption
+	// earlyRefresh is the EarlyRefresh factor; 0: off.
+	earlyRefresh float64
+	// ttlJitter is the TTLJitter fraction; 0: none.
+	ttlJitter float64
+	table     map[string][]PolicyOption
 	// tags derive tags from the request, added to the response's own.
 	tags []func(*http.Request) []string
 }
@@ -251,6 +255,67 @@ func StaleIfError(d time.Duration) PolicyOption {
 		panic(fmt.Sprintf("flightcache: StaleIfError(%v): must not be negative", d))
 	}
 	return policyOptionFunc(func(p *policy) { p.staleIfError = d })
+}
+
+// EarlyRefresh refreshes hot entries before they expire, so that under
+// steady traffic no request waits for the origin when one does. A hit
+// in the last part of an entry's freshness (its refresh window) is
+// served as usual, and then refills the entry in the background: through
+// the same one-fill-at-a-time path as a miss (one fill per process, the
+// key's lock across the fleet), committed in place of the entry it was
+// served. The window is beta times the time the entry's own fetch took
+// (measured by the fill and stored with the entry) plus 100 ms, and at
+// most the second half of the entry's freshness: with beta 2 and a
+// 200 ms origin, the last 500 ms.
+//
+// At most one early refresh per entry calls the origin, across every
+// process: the others find the lock taken, or the entry already
+// replaced. No request can set one off outside the window or more often,
+// whatever it sends; requests with credentials never do. A purge or
+// invalidation that lands while a refresh runs wins: the refresh's
+// commit is refused (see [Cache.Purge]). Each key so refreshed costs
+// somewhat more than one origin call per lifetime (2 s / (2 s - 500 ms)
+// = 1.33 with the numbers above), and a refresh whose response may not
+// be stored changes nothing: the entry is served until it expires.
+//
+// In the HTTP layer the refresh runs the handler after the hit's
+// response has been written and flushed, before the middleware returns
+// (the handler chain belongs to the request): the request's connection
+// is closed after it (Connection: close, on HTTP/1), so that its client's
+// next request does not queue behind the refresh. Entries are kept in
+// the store up to one more lifetime past their freshness (at most the
+// fill span), for a refresh that overruns it; they are not served then.
+// Entries written with early refresh on carry the fetch time, 4 bytes,
+// which caches of versions before it read as a miss. With [Cache.Do],
+// the refresh runs on a goroutine of its own, bounded by
+// [WithFetchTimeout].
+//
+// beta must be positive; the default is no early refresh. [NoEarlyRefresh]
+// turns it off for a route.
+func EarlyRefresh(beta float64) PolicyOption {
+	if !(beta > 0) || beta > 1e6 {
+		panic(fmt.Sprintf("flightcache: EarlyRefresh(%v): must be positive", beta))
+	}
+	return policyOptionFunc(func(p *policy) { p.earlyRefresh = beta })
+}
+
+// NoEarlyRefresh turns [EarlyRefresh] off for a route.
+func NoEarlyRefresh() PolicyOption {
+	return policyOptionFunc(func(p *policy) { p.earlyRefresh = 0 })
+}
+
+// TTLJitter shortens the freshness lifetime of each stored value by a
+// random part of up to fraction of it, so that keys filled together (a
+// cold start, a purge of many keys) do not all expire, and refill,
+// together. It only ever shortens: a response is never kept fresh longer
+// than its Cache-Control (or the route's [TTL]) allows. With fraction
+// 0.1, a 60 s lifetime becomes 54 to 60 s. fraction must be at least 0
+// and below 1; the default is 0, no jitter.
+func TTLJitter(fraction float64) PolicyOption {
+	if !(fraction >= 0 && fraction < 1) {
+		panic(fmt.Sprintf("flightcache: TTLJitter(%v): must be at least 0 and below 1", fraction))
+	}
+	return policyOptionFunc(func(p *policy) { p.ttlJitter = fraction })
 }
 
 // PerRoute gives route patterns their own policy, read by one middleware for

@@ -30,7 +30,13 @@ const (
 const (
 	modeFiller = "filler" // starts a fill that never ends
 	modeWaiter = "waiter" // a herd on the key the filler holds
+	// modeSlowFiller fills the cold key with a fetch that lasts
+	// slowFillLeases lock leases (TestSlowFillerKeepsItsLease).
+	modeSlowFiller = "slow-filler"
 )
+
+// slowFillLeases is how many lock leases the slow filler's fetch lasts.
+const slowFillLeases = 3
 
 const (
 	childProcs     = 4
@@ -99,10 +105,13 @@ func TestMultiProcessStampede(t *testing.T) {
 }
 
 // TestFillerKilledMidFetch kills (SIGKILL) a process in the middle of a
-// fill, while a herd in another process waits on its lock: the lock expires
-// without the dead filler extending it, one waiter takes it and fills, and
-// every waiter gets that value. The waiters' wait timeout is longer than the
-// test allows, so only the lock's expiry can free them.
+// fill, while a herd in another process waits on its lock: the lock's
+// lease (DefaultLockExpiry) lapses without the dead filler's heartbeat,
+// one waiter takes it and fills, and every waiter gets that value. The
+// waiters' wait timeout is longer than the test allows, so only the
+// lease's lapse can free them. It logs the takeover time (from the kill
+// to the waiter's fetch), which the lease bounds at about its length plus
+// one poll interval; it asserts no timing.
 func TestFillerKilledMidFetch(t *testing.T) {
 	addr := realRedisAddr(t)
 	rdb := newClient(t, addr)
@@ -176,7 +185,10 @@ func TestFillerKilledMidFetch(t *testing.T) {
 	if at, err := rdb.Get(ctx, ns+":fetch-at").Int64(); err != nil || time.Unix(0, at).Before(killed) {
 		t.Errorf("waiter's fetch started at %v (%v), before the filler was killed at %v", time.Unix(0, at), err, killed)
 	}
-	t.Logf("waiters served %v after the filler was killed (lock expiry 1s)", finished.Sub(killed).Round(time.Millisecond))
+	at, _ := rdb.Get(ctx, ns+":fetch-at").Int64()
+	t.Logf("takeover %v after the filler was killed, waiters served after %v (lease %v, poll %v)",
+		time.Unix(0, at).Sub(killed).Round(time.Millisecond), finished.Sub(killed).Round(time.Millisecond),
+		core.DefaultLockExpiry, 250*time.Millisecond)
 }
 
 // startChild runs the test binary as a child process in mode, writing its
@@ -225,6 +237,8 @@ func runChild() int {
 		return runFillerChild(ns, rdb, store)
 	case modeWaiter:
 		return runWaiterChild(ns, rdb, store)
+	case modeSlowFiller:
+		return runSlowFillerChild(ns, rdb, store)
 	case modeReadAfterWrite:
 		return runReadAfterWriteChild(ns)
 	default:
@@ -260,13 +274,12 @@ func runStampedeChild(ns string, rdb *redis.Client, store core.Store) int {
 	return 0
 }
 
-// runFillerChild starts filling the cold key, with a 1s lock kept alive by
-// extension, and signals that its fetch started; the fetch then blocks until
-// the test kills the process (for a minute at most, so that a crashed test
-// leaves no process behind for long).
+// runFillerChild starts filling the cold key, with the default lock lease
+// kept alive by its heartbeat, and signals that its fetch started; the
+// fetch then blocks until the test kills the process (for a minute at
+// most, so that a crashed test leaves no process behind for long).
 func runFillerChild(ns string, rdb *redis.Client, store core.Store) int {
-	c := core.New(store, core.WithNamespace(ns), core.WithStoreTimeout(2*time.Second),
-		core.WithLockExpiry(time.Second))
+	c := core.New(store, core.WithNamespace(ns), core.WithStoreTimeout(2*time.Second))
 	_, err := c.Do(context.Background(), "cold", func(ctx context.Context) ([]byte, time.Duration, error) {
 		if err := rdb.Set(ctx, ns+":started", 1, 0).Err(); err != nil {
 			return nil, 0, err
@@ -340,4 +353,85 @@ func doConcurrently(c *core.Cache, n int, fetch func(context.Context) ([]byte, t
 	}
 	wg.Wait()
 	return ok
+}
+
+// runSlowFillerChild fills the cold key with the default lock lease and a
+// fetch that lasts slowFillLeases leases: alive, so its heartbeat keeps
+// the lease. It signals that its fetch started, counts its origin call
+// and prints its result.
+func runSlowFillerChild(ns string, rdb *redis.Client, store core.Store) int {
+	c := core.New(store, core.WithNamespace(ns), core.WithStoreTimeout(2*time.Second),
+		core.WithFetchTimeout(time.Minute))
+	v, err := c.Do(context.Background(), "cold", func(ctx context.Context) ([]byte, time.Duration, error) {
+		if err := rdb.Incr(ctx, ns+":origin-calls").Err(); err != nil {
+			return nil, 0, err
+		}
+		if err := rdb.Set(ctx, ns+":started", 1, 0).Err(); err != nil {
+			return nil, 0, err
+		}
+		time.Sleep(slowFillLeases * core.DefaultLockExpiry)
+		return []byte("filled-by-slow-filler"), 0, nil
+	})
+	if err != nil {
+		fmt.Println("Do:", err)
+		return 1
+	}
+	fmt.Println("RESULT " + string(v))
+	return 0
+}
+
+// TestSlowFillerKeepsItsLease runs a filler process whose fetch lasts
+// several lock leases while herds in two other processes wait on its
+// lock: its heartbeat renews the short lease, so no waiter takes over,
+// the origin is called once, and every caller gets the filler's value.
+func TestSlowFillerKeepsItsLease(t *testing.T) {
+	addr := realRedisAddr(t)
+	rdb := newClient(t, addr)
+	ns := fmt.Sprintf("slow%d-%d", os.Getpid(), time.Now().UnixNano())
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if keys, err := rdb.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+	})
+
+	var outF bytes.Buffer
+	filler := startChild(t, exe, addr, ns, modeSlowFiller, &outF)
+	waitUntil(t, "the filler to start its fetch", func() bool {
+		return rdb.Exists(ctx, ns+":started").Val() == 1
+	})
+	outs := make([]bytes.Buffer, 2)
+	waiters := make([]*exec.Cmd, len(outs))
+	for i := range waiters {
+		waiters[i] = startChild(t, exe, addr, ns, modeWaiter, &outs[i])
+	}
+	var values []string
+	collect := func(cmd *exec.Cmd, out *bytes.Buffer, name string) {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%s process: %v\n%s", name, err, out.String())
+		}
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "RESULT "); ok {
+				values = append(values, v)
+			}
+		}
+	}
+	collect(filler, &outF, "filler")
+	for i, w := range waiters {
+		collect(w, &outs[i], "waiter")
+	}
+	if want := 1 + len(waiters)*childCallers; len(values) != want {
+		t.Fatalf("processes reported %d results, want %d", len(values), want)
+	}
+	if d := distinct(values); len(d) != 1 || d[0] != "filled-by-slow-filler" {
+		t.Errorf("callers got %q, want only filled-by-slow-filler", d)
+	}
+	if n, err := rdb.Get(ctx, ns+":origin-calls").Int(); err != nil || n != 1 {
+		t.Errorf("origin calls counted in Redis = %d (%v), want 1: a fetch of %d leases kept its lock", n, err, slowFillLeases)
+	}
 }

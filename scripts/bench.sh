@@ -8,6 +8,7 @@
 #   FLIGHTCACHE_BENCH_OUT    output directory (default docs/bench)
 #   FLIGHTCACHE_BENCH_COUNT  repetitions of each go benchmark (default 6, what benchstat needs)
 #   FLIGHTCACHE_BENCH_TIME   -benchtime of the hit benchmarks (default 1s)
+#   FLIGHTCACHE_BENCH_EXPIRY length of each expiry-mode run (default 60s)
 #
 # It takes about 12 minutes on 2 cores. Run it on an otherwise idle machine:
 # every figure is compared with a baseline from the same run, but noise
@@ -70,6 +71,10 @@ go build -o "$workdir/peer" ./bench/peer
 # pooled over 3 rounds by tens of milliseconds.
 go run ./bench/stampede -redis "$FLIGHTCACHE_REDIS_ADDR" -rounds 10 \
 	-peer-binary "$workdir/peer" -peer-name gin-cache -out "$out/stampede.json" | tee "$out/stampede.txt"
+
+log "hot keys expiring under steady load: 4 processes, 100 keys, TTL 2 s, origin 200 ms, 60 s per fleet; default vs early refresh"
+go run ./bench/stampede -expiry -redis "$FLIGHTCACHE_REDIS_ADDR" -processes 4 -keys 100 -ttl 2s \
+	-duration "${FLIGHTCACHE_BENCH_EXPIRY:-60s}" -out "$out/expiry.json" | tee "$out/expiry.txt"
 
 log "many keys: vegeta against the gin example, without and with flightcache"
 go run ./bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/load.json" | tee "$out/load.txt"

@@ -41,6 +41,9 @@ func main() {
 	strategy := flag.String("strategy", "flightcache", "caching in front of the origin: none, singleflight, polling or flightcache")
 	pollInterval := flag.Duration("poll-interval", 0, "flightcache/polling: how often waiters poll (0: the library default, 250ms)")
 	storeTimeout := flag.Duration("store-timeout", 0, "flightcache/polling: bound on each Redis call (0: the library default, 250ms)")
+	ttl := flag.Duration("ttl", time.Minute, "flightcache/polling: how long a stored response stays fresh")
+	earlyRefresh := flag.Float64("early-refresh", 0, "flightcache/polling: core.EarlyRefresh factor (0: off)")
+	ttlJitter := flag.Float64("ttl-jitter", 0, "flightcache/polling: core.TTLJitter fraction (0: none)")
 	flag.Parse()
 	if err := cfg.Check(); err != nil {
 		log.Fatal(err)
@@ -65,6 +68,13 @@ func main() {
 		}
 		if *storeTimeout > 0 {
 			opts = append(opts, core.WithStoreTimeout(*storeTimeout))
+		}
+		if *ttl <= 0 || *earlyRefresh < 0 || *ttlJitter < 0 || *ttlJitter >= 1 {
+			log.Fatal("want a positive -ttl, -early-refresh at least 0 and -ttl-jitter in [0, 1)")
+		}
+		opts = append(opts, core.TTL(*ttl), core.TTLJitter(*ttlJitter))
+		if *earlyRefresh > 0 {
+			opts = append(opts, core.EarlyRefresh(*earlyRefresh))
 		}
 		c, closeCache := cached(who, cfg, *strategy == "polling", opts...)
 		defer closeCache()
@@ -115,9 +125,9 @@ func cached(who string, cfg benchserver.Config, poll bool, opts ...core.Option) 
 		store = noWakeStore{store}
 	}
 	var absorbed atomic.Int64
+	opts = append([]core.Option{core.TTL(time.Minute)}, opts...) // the caller's TTL, if any, wins
 	opts = append(opts,
 		core.WithNamespace("fcbench-"+cfg.Run),
-		core.TTL(time.Minute),
 		core.WithObserver(func(err error) {
 			if absorbed.Add(1) <= 5 { // the first few say what went wrong; the count says how often
 				log.Printf("%s: cache (serving uncached): %v", who, err)

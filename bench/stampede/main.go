@@ -65,8 +65,9 @@ type options struct {
 	serverBinary string        // "" builds bench/server
 	peerBinary   string
 	peerName     string
-	serverArgs   []string // extra arguments for the own strategies' servers
-	logDir       string   // "" keeps the servers' logs in a temporary directory
+	serverArgs   []string       // extra arguments for the own strategies' servers
+	logDir       string         // "" keeps the servers' logs in a temporary directory
+	expiry       *expiryOptions // set: run the expiry mode instead (see expiry.go)
 }
 
 // strategy is one kind of server: a binary and the arguments that pick
@@ -89,6 +90,9 @@ func runMain() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.expiry != nil {
+		return runExpiry(ctx, o, *o.expiry, smoke, out, os.Stderr)
+	}
 	rep, err := bench(ctx, o, os.Stderr)
 	if rep != nil && len(rep.Cells) > 0 {
 		printTable(os.Stdout, rep)
@@ -132,8 +136,26 @@ func parseFlags(args []string) (o options, smoke bool, out string, err error) {
 	fs.BoolVar(&smoke, "smoke", false, "P=2, N=20, every strategy; exit non-zero unless flightcache made 1 origin call and served 1 body and nothing had transport errors")
 	fs.StringVar(&o.logDir, "logs", "", "keep the servers' output in this directory (default: a temporary one, removed)")
 	fs.StringVar(&out, "out", "", "write every cell and the machine as JSON to this file")
+	expiry := fs.Bool("expiry", false, "measure hot keys expiring under steady load instead of cold herds (see -keys, -ttl, -duration, -rate, -workers, -early-refresh; -processes defaults to 4)")
+	e := expiryFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, false, "", err
+	}
+	if *expiry {
+		procsSet := false
+		fs.Visit(func(f *flag.Flag) { procsSet = procsSet || f.Name == "processes" })
+		e.processes = 4
+		if procsSet {
+			ps, err := positiveInts("-processes", *procs)
+			if err != nil || len(ps) != 1 {
+				return o, false, "", errExpiryFlags
+			}
+			e.processes = ps[0]
+		}
+		if e.keys <= 0 || e.ttl <= 0 || e.duration <= 0 || e.rate <= 0 || e.workers <= 0 || !(e.early > 0) {
+			return o, false, "", errExpiryFlags
+		}
+		o.expiry = e
 	}
 	if o.redis == "" {
 		return o, false, "", errors.New("-redis host:port is required: the fleet shares one real redis-server (for example -redis 127.0.0.1:6379)")

@@ -203,3 +203,43 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("percentile([7], 99) = %d, want 7", got)
 	}
 }
+
+// TestExpirySmoke runs the expiry mode's smoke (2 processes, 10 keys, a
+// 2 s TTL, 3 s of load per fleet) against the redis-server at
+// FLIGHTCACHE_REDIS_ADDR. It asserts what timing cannot change: every
+// request succeeded, both fleets called the origin, and the early-refresh
+// fleet refreshed early while the default one did not.
+func TestExpirySmoke(t *testing.T) {
+	addr := os.Getenv("FLIGHTCACHE_REDIS_ADDR")
+	if addr == "" {
+		if testing.Short() {
+			t.Skip("FLIGHTCACHE_REDIS_ADDR not set; skipped in -short mode")
+		}
+		t.Fatal("FLIGHTCACHE_REDIS_ADDR is not set: run ./scripts/test.sh, which starts redis-server")
+	}
+	o, smoke, _, err := parseFlags([]string{"-redis", addr, "-expiry", "-smoke"})
+	if err != nil || !smoke || o.expiry == nil || o.expiry.processes != 4 {
+		t.Fatalf("parseFlags(-expiry -smoke) = %v, smoke %v, expiry %+v", err, smoke, o.expiry)
+	}
+	e := smokeExpiry(*o.expiry)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	results, err := benchExpiry(ctx, o, e, testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 2 {
+		t.Fatalf("%d results, want 2 (default, early refresh)", len(results))
+	}
+	for _, r := range results {
+		if r.Errors != 0 || r.Requests == 0 || r.OriginCalls == 0 {
+			t.Errorf("%s: %d requests, %d errors, %d origin calls; want requests, no errors, origin calls", r.Strategy, r.Requests, r.Errors, r.OriginCalls)
+		}
+	}
+	if n := results[0].Stats["early_refreshes"]; n != 0 {
+		t.Errorf("default fleet: %d early refreshes, want 0", n)
+	}
+	if n := results[1].Stats["early_refreshes"]; n == 0 {
+		t.Error("early-refresh fleet: no early refreshes")
+	}
+}

@@ -957,6 +957,51 @@ func testFreshness(t *testing.T, d Driver) {
 
 // testStale tests stale entries: revalidation and RFC 5861, on a fake clock.
 func testStale(t *testing.T, d Driver) {
+	t.Run("EarlyRefresh", func(t *testing.T) {
+		// The refresh of call 3 streams: the client that set it off
+		// must get the stored response alone.
+		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Cache-Control", "max-age=10")
+			fmt.Fprintf(w, "version %d", n)
+			if n == 3 {
+				http.NewResponseController(w).Flush()
+			}
+		}}
+		var plain atomic.Int64
+		c, clock := newClockedCache(t, d)
+		h := d.New(c, Server{Endpoints: []Endpoint{
+			{Path: "/r", Handler: o.ServeHTTP, Cache: []core.PolicyOption{core.EarlyRefresh(2)}},
+			{Path: "/plain", Handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=10")
+				fmt.Fprintf(w, "plain %d", plain.Add(1))
+			}, Cache: []core.PolicyOption{}},
+		}})
+		do(t, h, "GET", "/r")
+		do(t, h, "GET", "/plain")
+		clock.Advance(10*time.Second - 50*time.Millisecond) // within the refresh window
+		got := do(t, h, "GET", "/r")
+		if got.status != 200 || got.body != "version 1" || got.header.Get("X-Cache") != "HIT" || got.header.Get("Connection") != "close" {
+			t.Errorf("in the refresh window: %d %q X-Cache %q Connection %q, want 200 version 1 HIT close",
+				got.status, got.body, got.header.Get("X-Cache"), got.header.Get("Connection"))
+		}
+		if n := o.calls.Load(); n != 2 {
+			t.Fatalf("%d origin calls, want 2: the fill and the early refresh", n)
+		}
+		if got := do(t, h, "GET", "/r"); got.body != "version 2" || got.header.Get("X-Cache") != "HIT" {
+			t.Errorf("after the refresh: %q (X-Cache %q), want version 2, a HIT", got.body, got.header.Get("X-Cache"))
+		}
+		if got := do(t, h, "GET", "/plain"); got.body != "plain 1" || plain.Load() != 1 {
+			t.Errorf("a route without EarlyRefresh: %q after %d origin calls, want plain 1 and no refresh", got.body, plain.Load())
+		}
+		clock.Advance(10*time.Second - 50*time.Millisecond)
+		if got := do(t, h, "GET", "/r"); got.body != "version 2" {
+			t.Errorf("when a streaming refresh ran: the client got %q, want version 2 alone", got.body)
+		}
+		if n := o.calls.Load(); n != 3 {
+			t.Errorf("%d origin calls, want 3", n)
+		}
+	})
+
 	t.Run("StaleEntryIsRevalidated", func(t *testing.T) {
 		var conditional atomic.Int64
 		o := &origin{write: func(w http.ResponseWriter, r *http.Request, n int64) {

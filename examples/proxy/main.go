@@ -65,7 +65,13 @@ func main() {
 	publicHost := flag.String("public-host", "", "host[:port] to send upstream as X-Forwarded-Host (default: send none; never the client's Host)")
 	purgeToken := flag.String("purge-token", "", "bearer token that enables PURGE (default $FLIGHTCACHE_PURGE_TOKEN; none: purging is disabled)")
 	cacheErrors := flag.Bool("cache-errors", false, "store error responses (4xx but 404 and 410, and 5xx) that state their freshness")
+	earlyRefresh := flag.Float64("early-refresh", 0, "refresh hot entries in the background before they expire, within this many times their measured fetch time plus 100 ms (core.EarlyRefresh; 0: off, 2 is a good start)")
+	ttlJitter := flag.Float64("ttl-jitter", 0, "shorten each stored response's lifetime by a random part of up to this fraction, below 1 (core.TTLJitter; 0: none)")
 	flag.Parse()
+	if *earlyRefresh < 0 || *ttlJitter < 0 || *ttlJitter >= 1 {
+		fmt.Fprintln(os.Stderr, "proxy: -early-refresh must be at least 0, -ttl-jitter at least 0 and below 1")
+		os.Exit(2)
+	}
 	upstream, err := url.Parse(*upstreamURL)
 	if err != nil || upstream.Scheme == "" || upstream.Host == "" {
 		fmt.Fprintln(os.Stderr, "proxy: -upstream must be an absolute URL such as http://127.0.0.1:8000")
@@ -84,7 +90,11 @@ func main() {
 		os.Exit(2)
 	}
 
-	c, closeStore := app.NewCache("proxy", *redisAddr, core.WithNamespace(*namespace))
+	opts := []core.Option{core.WithNamespace(*namespace), core.TTLJitter(*ttlJitter)}
+	if *earlyRefresh > 0 {
+		opts = append(opts, core.EarlyRefresh(*earlyRefresh))
+	}
+	c, closeStore := app.NewCache("proxy", *redisAddr, opts...)
 	defer closeStore()
 	if token != "" {
 		fmt.Fprintf(os.Stderr, "proxy: PURGE enabled (bearer token)\n")

@@ -31,6 +31,17 @@
 // A reader compares the recorded versions with the tags' current ones: a
 // tag purged since makes the entry count as invalidated.
 //
+// A value or tagged value may carry the time its fetch took (the origin's
+// latency, which early refresh sizes its window by). Its kind byte then
+// has the high bit (kindFetched) set, and 4 more header bytes follow the
+// checksum, before the value:
+//
+//	28     4     fetch time, milliseconds
+//	32     n     value
+//
+// Entries without it are laid out as above, byte for byte; a decoder that
+// predates the bit reads the flagged kind as unknown, a miss.
+//
 // The stored time and lifetime let a reader compute Age and, later, serve
 // stale entries without a format break. Anything else at a key — another
 // program's value, a truncated write, a flipped bit, a newer version this
@@ -103,6 +114,9 @@ type Entry struct {
 	Value    []byte        // aliases the encoded bytes
 	Nonce    []byte        // tombstones and purged values only; aliases the encoded bytes
 	Tags     []Tag         // tagged values only
+	// Fetch is how long the fill that stored the value took to fetch it;
+	// 0 when it was not recorded.
+	Fetch time.Duration
 }
 
 // Expires reports when the entry stops being fresh.
@@ -114,10 +128,22 @@ func Encode(storedAt time.Time, ttl time.Duration, value []byte) []byte {
 	return encode(KindValue, storedAt, ttl, value)
 }
 
+// EncodeFetched is [Encode] for a value whose fetch took fetch, which the
+// entry records (to the millisecond, at least 1 ms, at most about 49
+// days); fetch 0 records nothing, as Encode.
+func EncodeFetched(storedAt time.Time, ttl, fetch time.Duration, value []byte) []byte {
+	return encodeFetched(KindValue, storedAt, ttl, fetch, value)
+}
+
 // EncodeTagged returns the encoding of a value stored at storedAt, fresh
 // for ttl, that carries tags (1 to [MaxTags] of them) with their purge
 // versions.
 func EncodeTagged(storedAt time.Time, ttl time.Duration, tags []Tag, value []byte) []byte {
+	return EncodeTaggedFetched(storedAt, ttl, 0, tags, value)
+}
+
+// EncodeTaggedFetched is [EncodeTagged] recording fetch, as [EncodeFetched].
+func EncodeTaggedFetched(storedAt time.Time, ttl, fetch time.Duration, tags []Tag, value []byte) []byte {
 	if len(tags) == 0 || len(tags) > MaxTags {
 		panic("entry: EncodeTagged: tag count out of range")
 	}
@@ -130,7 +156,7 @@ func EncodeTagged(storedAt time.Time, ttl time.Duration, tags []Tag, value []byt
 		off += tagSize
 	}
 	copy(b[off:], value)
-	return encode(KindTagged, storedAt, ttl, b)
+	return encodeFetched(KindTagged, storedAt, ttl, fetch, b)
 }
 
 // EncodePass returns a pass marker: the key's value is not cacheable, for ttl.
@@ -154,15 +180,39 @@ func Purged(e Entry) []byte {
 	return encode(KindPurged, e.StoredAt, e.TTL, b)
 }
 
+// kindFetched, set in the kind byte, says the header holds a fetch time.
+const kindFetched = 0x80
+
+const fetchSize = 4
+
+func encodeFetched(kind byte, storedAt time.Time, ttl, fetch time.Duration, value []byte) []byte {
+	if fetch <= 0 {
+		return encode(kind, storedAt, ttl, value)
+	}
+	b := make([]byte, headerSize+fetchSize+len(value))
+	putHeader(b, kind|kindFetched, storedAt, ttl, value)
+	binary.BigEndian.PutUint32(b[headerSize:], fetchMillis(fetch))
+	copy(b[headerSize+fetchSize:], value)
+	return b
+}
+
+func fetchMillis(d time.Duration) uint32 {
+	return uint32(min(max(d.Milliseconds(), 1), 1<<32-1))
+}
+
 func encode(kind byte, storedAt time.Time, ttl time.Duration, value []byte) []byte {
 	b := make([]byte, headerSize+len(value))
+	putHeader(b, kind, storedAt, ttl, value)
+	copy(b[headerSize:], value)
+	return b
+}
+
+func putHeader(b []byte, kind byte, storedAt time.Time, ttl time.Duration, value []byte) {
 	b[0], b[1], b[2], b[3] = 'F', 'C', Version, kind
 	binary.BigEndian.PutUint64(b[4:], uint64(storedAt.UnixMilli()))
 	binary.BigEndian.PutUint64(b[12:], uint64(ttl.Milliseconds()))
 	binary.BigEndian.PutUint32(b[20:], uint32(len(value)))
 	binary.BigEndian.PutUint32(b[24:], crc32.Checksum(value, castagnoli))
-	copy(b[headerSize:], value)
-	return b
 }
 
 // Decode parses an encoded entry. The returned Value aliases b.
@@ -176,20 +226,35 @@ func Decode(b []byte) (Entry, error) {
 	if len(b) < headerSize {
 		return Entry{}, ErrTruncated
 	}
-	kind := b[3]
+	kind, size := b[3], headerSize
+	var fetch time.Duration
+	if kind&kindFetched != 0 {
+		kind &^= kindFetched
+		if kind != KindValue && kind != KindTagged {
+			return Entry{}, fmt.Errorf("%w: kind %d with a fetch time", ErrVersion, kind)
+		}
+		if len(b) < headerSize+fetchSize {
+			return Entry{}, ErrTruncated
+		}
+		fetch = time.Duration(binary.BigEndian.Uint32(b[headerSize:])) * time.Millisecond
+		if fetch == 0 {
+			return Entry{}, fmt.Errorf("%w: zero fetch time", ErrForeign)
+		}
+		size += fetchSize
+	}
 	if kind > KindTagged {
 		return Entry{}, fmt.Errorf("%w: kind %d", ErrVersion, kind)
 	}
 	stored := int64(binary.BigEndian.Uint64(b[4:]))
 	ttl := int64(binary.BigEndian.Uint64(b[12:]))
 	n := binary.BigEndian.Uint32(b[20:])
-	if uint64(len(b)-headerSize) != uint64(n) {
+	if uint64(len(b)-size) != uint64(n) {
 		return Entry{}, ErrTruncated
 	}
 	if ttl < 0 || ttl > int64(time.Duration(1<<62)/time.Millisecond) {
 		return Entry{}, fmt.Errorf("%w: lifetime out of range", ErrForeign)
 	}
-	value := b[headerSize:]
+	value := b[size:]
 	if crc32.Checksum(value, castagnoli) != binary.BigEndian.Uint32(b[24:]) {
 		return Entry{}, ErrChecksum
 	}
@@ -227,5 +292,6 @@ func Decode(b []byte) (Entry, error) {
 		TTL:      time.Duration(ttl) * time.Millisecond,
 		Value:    value,
 		Nonce:    nonce,
+		Fetch:    fetch,
 	}, nil
 }

@@ -127,6 +127,7 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add(EncodeTombstone(time.Now()))
 	f.Add(Purged(Entry{StoredAt: time.UnixMilli(42), TTL: time.Second, Value: []byte("value")}))
 	f.Add(EncodeTagged(time.UnixMilli(42), time.Second, []Tag{{ID: [TagIDSize]byte{1}, Version: 7}}, []byte("value")))
+	f.Add(EncodeFetched(time.UnixMilli(42), time.Second, 200*time.Millisecond, []byte("value")))
 	f.Add(EncodeTagged(time.UnixMilli(42), time.Second, make([]Tag, MaxTags), nil))
 	f.Add(encode(KindTagged, time.UnixMilli(42), time.Second, []byte{0, 1, 2}))
 	f.Add(encode(KindTagged, time.UnixMilli(42), time.Second, []byte{0xff, 0xff}))
@@ -140,12 +141,12 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 		// Anything that decodes must re-encode to the same bytes.
 		if e.Kind == KindTagged {
-			if again := EncodeTagged(e.StoredAt, e.TTL, e.Tags, e.Value); !bytes.Equal(again, b) {
+			if again := EncodeTaggedFetched(e.StoredAt, e.TTL, e.Fetch, e.Tags, e.Value); !bytes.Equal(again, b) {
 				t.Fatalf("EncodeTagged(Decode(%x)) = %x", b, again)
 			}
 			return
 		}
-		if again := encode(e.Kind, e.StoredAt, e.TTL, append(bytes.Clone(e.Nonce), e.Value...)); !bytes.Equal(again, b) {
+		if again := encodeFetched(e.Kind, e.StoredAt, e.TTL, e.Fetch, append(bytes.Clone(e.Nonce), e.Value...)); !bytes.Equal(again, b) {
 			t.Fatalf("Encode(Decode(%x)) = %x", b, again)
 		}
 	})
@@ -221,4 +222,47 @@ func FuzzDecodeVariants(f *testing.F) {
 			t.Fatalf("re-encoding %x changed it: %+v vs %+v (%v)", b, again, v, err)
 		}
 	})
+}
+
+func TestFetchedRoundTrip(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_123)
+	tags := []Tag{{ID: [TagIDSize]byte{1}, Version: 7}}
+	for _, fetch := range []time.Duration{0, time.Microsecond, 200 * time.Millisecond, 100 * 24 * time.Hour} {
+		for _, enc := range [][]byte{
+			EncodeFetched(at, time.Minute, fetch, []byte("hello")),
+			EncodeTaggedFetched(at, time.Minute, fetch, tags, []byte("hello")),
+		} {
+			e, err := Decode(enc)
+			if err != nil {
+				t.Fatalf("Decode(fetch %v) error: %v", fetch, err)
+			}
+			want := fetch.Truncate(time.Millisecond)
+			switch {
+			case fetch > 0 && fetch < time.Millisecond:
+				want = time.Millisecond
+			case fetch > time.Duration(1<<32-1)*time.Millisecond:
+				want = time.Duration(1<<32-1) * time.Millisecond
+			}
+			if e.Fetch != want || string(e.Value) != "hello" || !e.StoredAt.Equal(at) || e.TTL != time.Minute {
+				t.Errorf("round trip of fetch %v = %+v, want fetch %v and the value", fetch, e, want)
+			}
+		}
+	}
+	// Without a fetch time the bytes are those of Encode: entries written
+	// by a cache without early refresh do not change.
+	if !bytes.Equal(EncodeFetched(at, time.Minute, 0, []byte("v")), Encode(at, time.Minute, []byte("v"))) {
+		t.Error("EncodeFetched with no fetch time differs from Encode")
+	}
+}
+
+func TestFetchedFlagOnlyOnValues(t *testing.T) {
+	b := EncodeTombstone(time.UnixMilli(1))
+	b[3] |= kindFetched
+	if _, err := Decode(b); !errors.Is(err, ErrVersion) {
+		t.Errorf("Decode(tombstone flagged with a fetch time) error = %v, want ErrVersion", err)
+	}
+	short := EncodeFetched(time.UnixMilli(1), time.Minute, time.Second, nil)
+	if _, err := Decode(short[:headerSize+2]); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Decode(truncated fetch time) error = %v, want ErrTruncated", err)
+	}
 }

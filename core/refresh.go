@@ -1,0 +1,184 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+)
+
+// Early refresh ([EarlyRefresh]) and TTL jitter ([TTLJitter]): the fill
+// path's answers to hot keys expiring under load.
+//
+// An early refresh is a fill like any other (singleflight in the process,
+// the key's lock across the fleet, a commit fenced on the bytes it
+// replaces), started by a hit instead of a miss, and run after that hit
+// has been served. What bounds it:
+//
+//   - when: only within the entry's refresh window, the last part of its
+//     freshness (see refreshDue), never its first half, whatever clients
+//     send or how many of them there are;
+//   - how often: once at a time per key in a process (the refreshing mark,
+//     kept a poll interval past an attempt that found the lock taken), and
+//     once per entry across the fleet: under the lock it reads the entry
+//     again and refreshes only the very entry the hit was served, so that
+//     the processes that were served the old entry find it already
+//     replaced;
+//   - what it may undo: nothing. Its commit replaces the bytes it read
+//     under the lock; a purge or invalidation since has changed them, so
+//     the commit is refused, as a stale-while-revalidate refresh's is.
+
+// refreshLeadFloor is added to an entry's refresh window: the lock, the
+// second read and the commit, and a little time for a hit to arrive once
+// the window opens.
+const refreshLeadFloor = 100 * time.Millisecond
+
+// refreshLead is how long before its expiry an entry fresh for ttl, whose
+// fetch took fetched, may be refreshed early with the factor beta: beta
+// times fetched, plus refreshLeadFloor, and at most half of ttl.
+func refreshLead(ttl, fetched time.Duration, beta float64) time.Duration {
+	lead := time.Duration(beta*float64(fetched)) + refreshLeadFloor
+	return min(lead, ttl/2)
+}
+
+// refreshDue reports whether a hit on r falls within its refresh window.
+func (c *Cache) refreshDue(r result, beta float64) bool {
+	if r.storedAt.IsZero() {
+		return false // not a stored entry: nothing to refresh
+	}
+	return !c.now().Before(r.storedAt.Add(r.ttl - refreshLead(r.ttl, r.fetched, beta)))
+}
+
+// refreshingNow reports whether this process is refreshing key, or has
+// just found another process doing it: a hit then sets nothing off (and
+// an HTTP response keeps its connection).
+func (c *Cache) refreshingNow(key string) bool {
+	_, busy := c.refreshing.Load(key)
+	return busy
+}
+
+// refreshAhead refills key, whose entry hit was just served, on a context
+// detached from ctx. It runs once at a time per key in this process; the
+// caller that served hit runs it, and it ends within the fetch timeout.
+// A panic in the fetch is reported, not raised: the caller's answer has
+// gone out already.
+func (c *Cache) refreshAhead(ctx context.Context, key string, f flight, hit result) {
+	if _, busy := c.refreshing.LoadOrStore(key, struct{}{}); busy {
+		return
+	}
+	held := false
+	defer func() {
+		if held {
+			// Another process holds the lock: it is refreshing the entry,
+			// or filling it. Hits here keep being served meanwhile; they
+			// try again a poll interval on, not on every hit.
+			time.AfterFunc(c.cfg.pollInterval, func() { c.refreshing.Delete(key) })
+		} else {
+			c.refreshing.Delete(key)
+		}
+		if v := recover(); v != nil {
+			c.report(ctx, OpFetch, key, fmt.Errorf("flightcache: early refresh of %s panicked: %v\n%s", key, v, debug.Stack()))
+		}
+	}()
+	c.stats.EarlyRefreshes.Add(1)
+	if f.background != nil {
+		f.fetch = f.background
+	}
+	ctx = context.WithoutCancel(ctx)
+	_, err := c.join(ctx, key, f, nil, &hit)
+	held = err == errLockTaken
+}
+
+// errLockTaken ends an early refresh that found the key's lock held. As
+// after errLookAgain, callers that joined it look the key up again.
+var errLockTaken = errors.New("flightcache: the key's lock is taken")
+
+// fillAhead refreshes key's entry hit before it expires: under the key's
+// lock, it reads the entry again from the shared store and, if it is
+// still the one hit was served from, fetches and commits in its place. A
+// lock held elsewhere or an entry replaced meanwhile ends it without an
+// origin call, with errLookAgain: callers that joined this fill (they
+// missed once the entry expired) look again.
+func (c *Cache) fillAhead(ctx context.Context, key string, fetch fetchFunc, hit result) (result, error) {
+	var lock Lock
+	if !c.cfg.noLock {
+		lock = c.store.NewLock(key, c.cfg.lockExpiry)
+		if err := c.lock(ctx, key, lock); err != nil {
+			return result{}, errLockTaken // or the store failed: no refresh either way
+		}
+	}
+	// Read past the local tier, which may still hold the entry another
+	// process has just replaced (its broadcast on the way): the lock
+	// holder before us may have refreshed it, and committed before
+	// unlocking.
+	stop := c.keepLocked(ctx, key, lock) // from here to the unlock
+	release := func() {
+		stop()
+		if lock != nil {
+			c.unlock(ctx, key, lock)
+		}
+	}
+	r, _ := c.read(ctx, key, false)
+	if !sameEntry(r, hit) {
+		release()
+		return result{}, errLookAgain
+	}
+	// The commit replaces r.seen, the bytes just read: an invalidation
+	// since (a purge, a write through the cache) has changed them, and
+	// refuses it.
+	res, err := c.fetch(ctx, key, fetch, r)
+	release()
+	if err != nil || res.source == fromStale || res.storedAt.IsZero() {
+		c.notify(ctx, key) // nothing committed: wake waiters elsewhere
+	}
+	return res, err
+}
+
+// sameEntry reports whether r, read from the store, is the entry hit was
+// served from: the same bytes, or (for a hit from the local tier, which
+// keeps no bytes) the same commit, and neither invalidated nor replaced.
+func sameEntry(r, hit result) bool {
+	switch {
+	case r.value == nil || r.invalidated:
+		return false
+	case hit.seen != nil:
+		return bytes.Equal(r.seen, hit.seen)
+	}
+	return r.storedAt.Equal(hit.storedAt) && r.ttl == hit.ttl
+}
+
+// shaped wraps fetch for a flight with early refresh or TTL jitter: it
+// records how long the fetch took (early), and shortens the freshness
+// lifetime of its value by a random part of up to jitter of it.
+func (c *Cache) shaped(fetch fetchFunc, early bool, jitter float64) fetchFunc {
+	return func(ctx context.Context, stale []byte) (outcome, error) {
+		began := time.Now()
+		o, err := fetch(ctx, stale)
+		if o.share != shareAll || o.delivered {
+			return o, err
+		}
+		if o.ttl == 0 {
+			o.ttl = c.cfg.defaultTTL()
+		}
+		if jitter > 0 {
+			o.ttl = jittered(o.ttl, jitter)
+		}
+		if early {
+			o.fetched = time.Since(began)
+			// Kept a while past its freshness, so that a refresh that
+			// overruns it still finds the bytes it replaces.
+			o.keep = max(o.keep, min(o.ttl, c.cfg.fillSpan()))
+		}
+		return o, err
+	}
+}
+
+// jittered shortens ttl by a random part of up to fraction of it, to the
+// millisecond the store keeps, and never below 1 ms.
+func jittered(ttl time.Duration, fraction float64) time.Duration {
+	cut := time.Duration(rand.Float64() * fraction * float64(ttl))
+	return max(time.Millisecond, (ttl - cut).Truncate(time.Millisecond))
+}
