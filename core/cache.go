@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/flightcache/flightcache/core/internal/entry"
@@ -47,7 +48,8 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 	if unsafeMethod(r.Method) {
 		return rt.serveUnsafe(w, r, pattern, next)
 	}
-	ukey, ok := p.requestKey(r)
+	var buf [256]byte // the key on the stack, for most URLs
+	b, ok := p.appendRequestKey(buf[:0], r)
 	if !ok {
 		fwd := "bypass"
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -56,7 +58,25 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		c.mark(w.Header(), "BYPASS", "fwd="+fwd)
 		return next(rt.passWriter(w), r)
 	}
-	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, credentialed: p.credentialed(r)}
+	ukey, key := c.keys.keys(c.cfg.namespace, b)
+	credentialed := p.credentialed(r)
+	if c.local != nil {
+		// A hit from the local tier is answered here, before anything a
+		// fill needs is set up: it is the same hit the lookup of a
+		// fill would find, served from one shared decoded response.
+		now := c.now()
+		// A hit due for an early refresh takes the fill's path, which
+		// serves it and then refreshes the entry.
+		if res, ok := c.local.lookup(key, now); ok && !entry.IsVariants(res.value) &&
+			(p.earlyRefresh == 0 || credentialed || !c.refreshDue(res, p.earlyRefresh) || c.refreshingNow(key)) {
+			if resp, err := res.local.response(); err == nil {
+				c.stats.LocalHits.Add(1)
+				c.stats.Hits.Add(1)
+				return rt.serveHit(w, r, next, credentialed, resp, res, now)
+			}
+		}
+	}
+	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, key: key, credentialed: credentialed}
 	if r.Method == http.MethodHead || headerValue(r.Header, "Range") != "" {
 		// HEAD is answered from a stored GET, but never fills one: a
 		// handler's HEAD response may lack the body a GET needs. A range
@@ -77,6 +97,7 @@ type fill struct {
 	r    *http.Request
 	next func(http.ResponseWriter, *http.Request) error
 	ukey string // the request's key before hashing
+	key  string // its store key
 	// credentialed is set when the request carries Authorization the key
 	// leaves out: its response is stored only if it says it may be.
 	credentialed bool
@@ -94,26 +115,40 @@ type ownVariant struct {
 	generation string
 }
 
+// serveHit answers r at now with a stored response found by a lookup
+// (res), or passes it on when the response may not be served to it.
+func (rt *Middleware) serveHit(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request) error, credentialed bool, resp *storedResponse, res result, now time.Time) error {
+	if credentialed && !resp.credentials || !acceptsEncoding(r, resp.Header) {
+		// A stored response not meant for requests with credentials, or
+		// in a coding this request does not accept (made for another
+		// request): this one goes to the handler.
+		rt.c.mark(w.Header(), "BYPASS", "fwd=request")
+		return next(rt.passWriter(w), r)
+	}
+	rt.c.replay(w, r, resp, res, now)
+	return nil
+}
+
 // serveStored answers from a stored response, or passes the request on.
 func (f *fill) serveStored() error {
 	c, ctx := f.rt.c, f.r.Context()
-	key := storeKey(c.cfg.namespace, f.ukey)
+	key := f.key
 	res, ok := c.cached(ctx, key)
 	if ok && entry.IsVariants(res.value) {
 		var v entry.Variants
 		if v, ok = c.variants(ctx, key, res.value); ok {
-			res, ok = c.cached(ctx, storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r)))
+			res, ok = c.cached(ctx, c.variantStoreKey(f.ukey, v, f.r))
 		}
 	}
 	if ok {
-		resp, err := entry.DecodeResponse(res.value)
-		if err == nil && (f.credentialed && !sharedWithCredentials(resp.Header) || !acceptsEncoding(f.r, resp.Header)) {
+		resp, err := res.response()
+		if err == nil && (f.credentialed && !resp.credentials || !acceptsEncoding(f.r, resp.Header)) {
 			c.mark(f.w.Header(), "BYPASS", "fwd=request")
 			return f.next(f.rt.passWriter(f.w), f.r)
 		}
 		if err == nil {
 			c.stats.Hits.Add(1)
-			c.replay(f.w, f.r, resp, res)
+			c.replay(f.w, f.r, &resp, res, c.now())
 			return nil
 		}
 	}
@@ -125,7 +160,7 @@ func (f *fill) serveStored() error {
 // another request's in this process, or another process's.
 func (f *fill) serveFilled() error {
 	c, ctx := f.rt.c, f.r.Context()
-	key := storeKey(c.cfg.namespace, f.ukey)
+	key := f.key
 	res, err := f.load(key, nil)
 	if err == nil && res.source != fromAlone && !res.delivered && entry.IsVariants(res.value) {
 		// The URL's responses vary on request headers: key holds the
@@ -140,7 +175,7 @@ func (f *fill) serveFilled() error {
 		case led && own.generation == v.Generation:
 			res = own.result // this request filled it, as the index's first variant
 		default:
-			res, err = f.load(storeKey(c.cfg.namespace, variantKey(f.ukey, v, f.r)), &v)
+			res, err = f.load(c.variantStoreKey(f.ukey, v, f.r), &v)
 		}
 	}
 	switch {
@@ -155,13 +190,13 @@ func (f *fill) serveFilled() error {
 		c.mark(f.w.Header(), "BYPASS", "fwd=uri-miss")
 		return f.next(f.rt.passWriter(f.w), f.r)
 	}
-	resp, err := entry.DecodeResponse(res.value)
+	resp, err := res.response()
 	if err != nil {
 		c.report(ctx, OpDecode, key, err)
 		c.mark(f.w.Header(), "BYPASS", "fwd=miss")
 		return f.next(f.rt.passWriter(f.w), f.r)
 	}
-	if f.credentialed && res.shared && !sharedWithCredentials(resp.Header) ||
+	if f.credentialed && res.shared && !resp.credentials ||
 		res.source != fromFill && !acceptsEncoding(f.r, resp.Header) {
 		// A stored response not meant for requests with credentials, or
 		// in a coding this request does not accept (made for another
@@ -175,7 +210,7 @@ func (f *fill) serveFilled() error {
 		// this connection.
 		f.w.Header().Set("Connection", "close")
 	}
-	c.replay(f.w, f.r, resp, res)
+	c.replay(f.w, f.r, &resp, res, c.now())
 	if res.refresh != nil {
 		http.NewResponseController(f.w).Flush()
 		res.refresh()
@@ -524,72 +559,208 @@ func (c *Cache) mark(h http.Header, simple, status string) {
 	h.Set(CacheStatusHeader, "flightcache; "+status)
 }
 
-// replay writes a stored response to w, or a 304 when r's conditions
-// match it. resp is this request's own copy: its header map is fresh from
-// decoding, its body is only read.
-func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Response, res result) {
-	h := w.Header()
-	stored := !res.storedAt.IsZero()
-	// The fields replay adds share one backing array: a hit allocates the
-	// same small number of times whatever it serves. Each field gets a
-	// full slice expression, so appending to one cannot touch the next.
-	added := make([]string, 4) // cache header, Cache-Status, Age, Content-Length
-	var buf [96]byte
-	status := append(buf[:0], "flightcache; "...)
-	simple := "HIT"
-	_, limited := res.note.(keyLimited)
-	switch {
-	case limited:
-		simple = "BYPASS"
-		status = append(status, "fwd=bypass; detail=key-limit"...)
-	case res.source == fromFill && !res.shared:
-		simple = "BYPASS"
-		status = strconv.AppendInt(append(status, "fwd=uri-miss; fwd-status="...), int64(resp.Status), 10)
-	case res.source == fromFill:
-		simple = "MISS"
-		status = strconv.AppendInt(append(status, "fwd=uri-miss; fwd-status="...), int64(resp.Status), 10)
-		if stored {
-			status = append(status, "; stored"...)
+// storedResponse is a stored response decoded for serving, with what
+// every hit on it would otherwise work out again. One decoded by the
+// local tier (shared) is served to many requests at once, from any
+// number of goroutines: nothing may modify it, so replay hands a
+// ResponseWriter copies of its header's value slices, which whatever
+// runs after the cache is free to modify.
+type storedResponse struct {
+	entry.Response                            // Header and Body are never modified
+	fields         []storedField              // shared only: Header's fields, to range over without a map iterator
+	values         int                        // shared only: header field values in all
+	length         string                     // shared only: Content-Length of the body, if it has one
+	initialAge     time.Duration              // its Age when stored
+	credentials    bool                       // sharedWithCredentials(Header)
+	shared         bool                       // served to many requests: never handed out
+	hit            *atomic.Pointer[hitFields] // shared only
+}
+
+// storedField is one header field of a stored response.
+type storedField struct {
+	name   string
+	values []string
+}
+
+// hitFields are the Cache-Status and Age fields of a hit on a shared
+// stored response, remembered for the second they were made for: hits
+// within that second share them instead of formatting their own.
+type hitFields struct {
+	ttl, age int64 // seconds
+	status   string
+	ageValue string
+}
+
+// decodeStoredResponse decodes value as a stored response, for one
+// request; see sharedStoredResponse for one served to many.
+func decodeStoredResponse(value []byte) (storedResponse, error) {
+	resp, err := entry.DecodeResponse(value)
+	if err != nil {
+		return storedResponse{}, err
+	}
+	sr := storedResponse{Response: resp, credentials: sharedWithCredentials(resp.Header)}
+	sr.initialAge, _ = initialAge(resp.Header) // valid if stored; a fill's own is not used
+	return sr, nil
+}
+
+// sharedStoredResponse decodes value as a stored response to be served
+// to many requests, with what every hit would otherwise work out again.
+func sharedStoredResponse(value []byte) (*storedResponse, error) {
+	sr, err := decodeStoredResponse(value)
+	if err != nil {
+		return nil, err
+	}
+	sr.shared = true
+	sr.hit = new(atomic.Pointer[hitFields])
+	if bodyAllowed(sr.Status) {
+		sr.length = strconv.Itoa(len(sr.Body))
+	}
+	sr.fields = make([]storedField, 0, len(sr.Header))
+	for k, vs := range sr.Header {
+		sr.fields = append(sr.fields, storedField{k, vs})
+		sr.values += len(vs)
+	}
+	return &sr, nil
+}
+
+// response returns the result's value decoded as a stored response: for
+// a local hit the local tier's shared one (a copy of its fields, which
+// refer to the same header and body), else this request's own.
+func (res result) response() (storedResponse, error) {
+	if res.local != nil {
+		sr, err := res.local.response()
+		if err != nil {
+			return storedResponse{}, err
 		}
-	case res.source == fromCollapsed || res.source == fromWaited:
-		status = append(status, "fwd=uri-miss; collapsed"...)
-	case res.source == fromStale:
-		// A negative ttl says how long ago it went stale (RFC 9211).
-		simple = "STALE"
-		ttl := int64(res.storedAt.Add(res.ttl).Sub(c.now()) / time.Second)
-		status = strconv.AppendInt(append(status, "hit; ttl="...), min(ttl, -1), 10)
-	default:
-		ttl := int64(res.storedAt.Add(res.ttl).Sub(c.now()) / time.Second)
-		status = strconv.AppendInt(append(status, "hit; ttl="...), max(ttl, 0), 10)
-		if res.source == fromLocal {
-			status = append(status, "; detail=l1"...)
+		return *sr, nil
+	}
+	return decodeStoredResponse(res.value)
+}
+
+// hitStatus returns the Cache-Status field value of a hit from the local
+// tier with ttl seconds of freshness left, and the Age field value age.
+func (sr *storedResponse) hitStatus(ttl, age int64) (status, ageValue string) {
+	if sr.hit != nil {
+		if f := sr.hit.Load(); f != nil && f.ttl == ttl && f.age == age {
+			return f.status, f.ageValue
 		}
 	}
-	added[0], added[1] = simple, string(status)
-	h[c.cfg.cacheHeader] = added[0:1:1]
-	h[CacheStatusHeader] = added[1:2:2]
+	var buf [64]byte
+	b := strconv.AppendInt(append(buf[:0], "flightcache; hit; ttl="...), ttl, 10)
+	f := &hitFields{ttl: ttl, age: age, status: string(append(b, "; detail=l1"...)), ageValue: strconv.FormatInt(age, 10)}
+	if sr.hit != nil {
+		sr.hit.Store(f)
+	}
+	return f.status, f.ageValue
+}
+
+// replay writes a stored response to w, or a 304 when r's conditions
+// match it, at now. resp is only read: a shared one is served to other
+// requests at the same time.
+func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp *storedResponse, res result, now time.Time) {
+	h := w.Header()
+	stored := !res.storedAt.IsZero()
+	// The fields replay adds, and the copies of a shared response's
+	// header values, share one backing array: a hit allocates the same
+	// small number of times whatever it serves. Each field gets a full
+	// slice expression, so appending to one cannot touch the next.
+	n := 4 // cache header, Cache-Status, Age, Content-Length
+	if resp.shared {
+		n += resp.values
+	}
+	added := make([]string, n)
+	simple := "HIT"
+	var age time.Duration
 	if stored {
 		// The age it had when stored (its own Age header) plus the time
 		// since: the same answer from every process.
-		age, _ := initialAge(resp.Header) // valid: it was stored
-		age += max(0, c.now().Sub(res.storedAt))
-		added[2] = strconv.FormatInt(int64(age/time.Second), 10)
-		resp.Header["Age"] = added[2:3:3]
+		age = resp.initialAge + max(0, now.Sub(res.storedAt))
 	}
-	if res.shared && notModified(r, resp) {
+	_, limited := res.note.(keyLimited)
+	if res.source == fromLocal && !limited {
+		ttl := int64(res.storedAt.Add(res.ttl).Sub(now) / time.Second)
+		added[1], added[2] = resp.hitStatus(max(ttl, 0), int64(age/time.Second))
+	} else {
+		var buf [96]byte
+		status := append(buf[:0], "flightcache; "...)
+		switch {
+		case limited:
+			simple = "BYPASS"
+			status = append(status, "fwd=bypass; detail=key-limit"...)
+		case res.source == fromFill && !res.shared:
+			simple = "BYPASS"
+			status = strconv.AppendInt(append(status, "fwd=uri-miss; fwd-status="...), int64(resp.Status), 10)
+		case res.source == fromFill:
+			simple = "MISS"
+			status = strconv.AppendInt(append(status, "fwd=uri-miss; fwd-status="...), int64(resp.Status), 10)
+			if stored {
+				status = append(status, "; stored"...)
+			}
+		case res.source == fromCollapsed || res.source == fromWaited:
+			status = append(status, "fwd=uri-miss; collapsed"...)
+		case res.source == fromStale:
+			// A negative ttl says how long ago it went stale (RFC 9211).
+			simple = "STALE"
+			ttl := int64(res.storedAt.Add(res.ttl).Sub(now) / time.Second)
+			status = strconv.AppendInt(append(status, "hit; ttl="...), min(ttl, -1), 10)
+		default:
+			ttl := int64(res.storedAt.Add(res.ttl).Sub(now) / time.Second)
+			status = strconv.AppendInt(append(status, "hit; ttl="...), max(ttl, 0), 10)
+		}
+		added[1] = string(status)
+		if stored {
+			added[2] = strconv.FormatInt(int64(age/time.Second), 10)
+		}
+	}
+	added[0] = simple
+	h[c.cfg.cacheHeader] = added[0:1:1]
+	h[CacheStatusHeader] = added[1:2:2]
+	// ageField is the response's Age: computed for a stored response,
+	// the handler's own (if any) for one that was not stored.
+	ageField, hasAge := added[2:3:3], stored
+	values := added[4:]
+	// field returns a stored header field's value slice as w may be
+	// given it: a copy, if the response is shared.
+	field := func(vs []string) []string {
+		if !resp.shared {
+			return vs
+		}
+		n := copy(values, vs)
+		vs, values = values[:n:n], values[n:]
+		return vs
+	}
+	if !stored {
+		var v []string
+		v, hasAge = resp.Header["Age"]
+		ageField = field(v)
+	}
+	if res.shared && notModified(r, resp.Response) {
 		for _, k := range notModifiedHeaders {
 			if v, ok := resp.Header[k]; ok {
-				h[k] = v
+				h[k] = field(v)
 			}
 		}
-		if v, ok := resp.Header["Age"]; ok {
-			h["Age"] = v
+		if hasAge {
+			h["Age"] = ageField
 		}
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	for k, v := range resp.Header {
-		h[k] = v
+	if resp.shared {
+		for _, f := range resp.fields {
+			if f.name != "Age" {
+				h[f.name] = field(f.values)
+			}
+		}
+	} else {
+		for k, v := range resp.Header {
+			if k != "Age" {
+				h[k] = v
+			}
+		}
+	}
+	if hasAge {
+		h["Age"] = ageField
 	}
 	if rg := headerValue(r.Header, "Range"); rg != "" && resp.Status == http.StatusOK && r.Method == http.MethodGet &&
 		rangesBounded(rg, len(resp.Body), headerValue(resp.Header, "Content-Type")) {
@@ -598,12 +769,15 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp entry.Respon
 		// Range sets it could amplify into a response larger than the
 		// body get the whole 200 below instead (see rangesBounded).
 		h.Del("Content-Length") // the part's, set by ServeContent
-		lm, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
+		lm, _ := http.ParseTime(headerValue(resp.Header, "Last-Modified"))
 		http.ServeContent(w, r, "", lm, bytes.NewReader(resp.Body))
 		return
 	}
 	if bodyAllowed(resp.Status) {
-		added[3] = strconv.Itoa(len(resp.Body))
+		added[3] = resp.length
+		if !resp.shared {
+			added[3] = strconv.Itoa(len(resp.Body))
+		}
 		h["Content-Length"] = added[3:4:4]
 	}
 	w.WriteHeader(resp.Status)

@@ -47,6 +47,7 @@ type Cache struct {
 	// before one leads, each still look up once).
 	filling sync.Map
 	local   *localTier // nil unless WithLocalTier
+	keys    keyMemo    // store keys of recent cache keys (the HTTP layer's)
 	// epochKey is the store key of the namespace's tag purge epoch.
 	epochKey string
 	// unfenced turns fencing off (tests only, to show what it prevents):
@@ -285,6 +286,9 @@ type result struct {
 	// stored it. A caller that joined a fill after that may have seen an
 	// invalidation that followed it, so it looks again instead.
 	validAt time.Time
+	// local is set for a hit from the local tier: its value decoded
+	// once as an HTTP response, for every hit it serves.
+	local *localResponse
 	// delivered and note come from the outcome of the fill this caller led.
 	delivered bool
 	note      any
@@ -1027,7 +1031,7 @@ func (c *Cache) fresh(e entry.Entry) bool { return c.now().Before(e.Expires()) }
 // Every result notes what was read, for the fill's fenced commit.
 func (c *Cache) lookup(ctx context.Context, key string) (result, bool) {
 	if c.local != nil {
-		if r, ok := c.local.lookup(key); ok {
+		if r, ok := c.local.lookup(key, c.now()); ok {
 			c.stats.LocalHits.Add(1)
 			return r, true
 		}

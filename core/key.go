@@ -3,11 +3,14 @@ package core
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"hash/maphash"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
@@ -28,29 +31,70 @@ func storeKey(namespace, key string) string {
 	return string(b)
 }
 
+// keyMemo remembers the store keys of recently derived cache keys, so
+// that a request for a hot URL costs neither a SHA-256 nor an allocation
+// for its keys: a hit from the local tier is then a few map lookups. It
+// is direct-mapped (a key's slot is a hash of it; a new key takes the
+// slot over) and bounded by its slot count. The zero value is ready to
+// use, and it is safe for concurrent use.
+type keyMemo struct {
+	once  sync.Once
+	seed  maphash.Seed
+	slots *[keyMemoSlots]atomic.Pointer[memoKeys]
+}
+
+// keyMemoSlots is the number of keys the memo holds at most.
+const keyMemoSlots = 4096
+
+// memoKeys is a cache key and its store key, both in one string.
+type memoKeys struct{ ukey, skey string }
+
+// keys returns the cache key spelt by b and its store key under
+// namespace (see storeKey). Neither aliases b.
+func (m *keyMemo) keys(namespace string, b []byte) (ukey, skey string) {
+	m.once.Do(func() {
+		m.seed = maphash.MakeSeed()
+		m.slots = new([keyMemoSlots]atomic.Pointer[memoKeys])
+	})
+	slot := &m.slots[maphash.Bytes(m.seed, b)%keyMemoSlots]
+	if k := slot.Load(); k != nil && k.ukey == string(b) {
+		return k.ukey, k.skey
+	}
+	ukey = string(b)
+	skey = storeKey(namespace, ukey)
+	slot.Store(&memoKeys{ukey: ukey, skey: skey})
+	return ukey, skey
+}
+
 // requestKey returns r's cache key under p, or false when r must bypass
 // the cache. The key frames every part with its length, so no choice of
 // path, parameter or header bytes can make two different requests' keys
 // equal.
 func (p *policy) requestKey(r *http.Request) (string, bool) {
+	b, ok := p.appendRequestKey(make([]byte, 0, 128), r)
+	return string(b), ok
+}
+
+// appendRequestKey is requestKey appending the key to b.
+func (p *policy) appendRequestKey(b []byte, r *http.Request) ([]byte, bool) {
 	if p.noCache || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-		return "", false
+		return b, false
 	}
 	if p.skip != nil && p.skip(r) {
-		return "", false
+		return b, false
 	}
 	if headerValue(r.Header, "Upgrade") != "" {
-		return "", false
+		return b, false
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
-		return "", false // a "fat GET": its body is not in the key
+		return b, false // a "fat GET": its body is not in the key
 	}
 	for _, name := range bypassHeaders {
 		if _, ok := r.Header[name]; ok && !slices.Contains(p.headerKeys, name) {
-			return "", false
+			return b, false
 		}
 	}
-	return p.urlKey(r)
+	return p.appendURLKey(b, r)
 }
 
 // bypassHeaders are request headers that make a request bypass the cache
@@ -92,27 +136,35 @@ var keyedHeaders = []string{"X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwar
 // urlKey is the key of a GET for r's URL, whatever r's method: the entry
 // a request for that URL would be served.
 func (p *policy) urlKey(r *http.Request) (string, bool) {
-	b := make([]byte, 0, 128)
-	b = appendField(b, "http1")
-	b = appendField(b, http.MethodGet) // HEAD shares GET's entry
+	b, ok := p.appendURLKey(make([]byte, 0, 128), r)
+	return string(b), ok
+}
+
+// appendURLKey is urlKey appending the key to b.
+func (p *policy) appendURLKey(b []byte, r *http.Request) ([]byte, bool) {
+	// appendField(appendField(b, "http1"), "GET"): HEAD shares GET's entry.
+	b = append(b, "#5:http1#3:GET"...)
 	if p.keyFunc != nil {
 		b = appendField(b, "func")
 		b = appendField(b, p.keyFunc(r))
 	} else {
-		scheme := "http"
 		if r.TLS != nil {
-			scheme = "https"
+			b = append(b, "#5:https"...) // appendField(b, "https")
+		} else {
+			b = append(b, "#4:http"...)
 		}
-		b = appendField(b, scheme)
 		if p.fixedHost {
 			b = appendField(b, p.host)
 		} else {
 			b = appendField(b, strings.ToLower(r.Host))
 		}
 		b = appendField(b, r.URL.EscapedPath())
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			return "", false // a query the handler may read differently than we do
+		var q url.Values // most hits: no query, nothing parsed
+		if r.URL.RawQuery != "" {
+			var err error
+			if q, err = url.ParseQuery(r.URL.RawQuery); err != nil {
+				return b, false // a query the handler may read differently than we do
+			}
 		}
 		names := make([]string, 0, len(q))
 		for name := range q {
@@ -147,10 +199,16 @@ func (p *policy) urlKey(r *http.Request) (string, bool) {
 			b = appendField(b, v)
 		}
 	}
-	return string(b), true
+	return b, true
 }
 
 func appendCount(b []byte, n int) []byte {
+	if n >= 0 && n < 100 { // most counts: no strconv on the hit path
+		if n >= 10 {
+			return append(b, '#', byte('0'+n/10), byte('0'+n%10))
+		}
+		return append(b, '#', byte('0'+n))
+	}
 	return strconv.AppendInt(append(b, '#'), int64(n), 10)
 }
 

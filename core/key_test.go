@@ -2,12 +2,14 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,5 +320,75 @@ func TestNamespaceWithColonOnRedis(t *testing.T) {
 	want := storeKey("app:cache:v2", "k")
 	if keys := mr.Keys(); !slices.Contains(keys, want) {
 		t.Errorf("Redis keys %q, want %q among them", keys, want)
+	}
+}
+
+// TestRequestKeyFormatIsStable pins the bytes of cache keys and their
+// store keys: processes of one fleet running different versions must
+// find each other's entries, so a faster way of building a key must
+// build the same one. The expected values were made by the key code
+// before the hit path was optimised.
+func TestRequestKeyFormatIsStable(t *testing.T) {
+	p := defaultPolicy()
+	p.headerKeys = []string{"Accept-Language"}
+	c := New(NewMemoryStore(0), WithNamespace("ns"))
+	for _, tc := range []struct{ target, key, storeKey string }{
+		{"http://Example.COM/items/42",
+			"#5:http1#3:GET#4:http#11:example.com#9:/items/42#0#17:X-Forwarded-Proto#1#5:https#15:Accept-Language#2#2:fr#2:en",
+			"ns:{YdR1THsSS69YNL_og381xA}"},
+		{"https://example.com/a%20b/c?z=1&a=2&a=1&e=",
+			"#5:http1#3:GET#5:https#11:example.com#8:/a%20b/c#3#1:a#2#1:2#1:1#1:e#1#0:#1:z#1#1:1#17:X-Forwarded-Proto#1#5:https#15:Accept-Language#2#2:fr#2:en",
+			"ns:{EdVg7-801uGGlVK7AxjuPA}"},
+		{"http://example.com/x?q=1234567890123&long=" + strings.Repeat("0123456789", 10),
+			"#5:http1#3:GET#4:http#11:example.com#2:/x#2#4:long#1#100:" + strings.Repeat("0123456789", 10) + "#1:q#1#13:1234567890123#17:X-Forwarded-Proto#1#5:https#15:Accept-Language#2#2:fr#2:en",
+			"ns:{ylks6ECgOWO31M0vFXH6GQ}"},
+	} {
+		r := httptest.NewRequest("GET", tc.target, nil)
+		r.Header.Set("X-Forwarded-Proto", "https")
+		r.Header.Add("Accept-Language", "fr")
+		r.Header.Add("Accept-Language", "en")
+		k, ok := p.requestKey(r)
+		if !ok || k != tc.key {
+			t.Errorf("requestKey(%s) = %q, %v, want %q", tc.target, k, ok, tc.key)
+		}
+		if got := storeKey("ns", k); got != tc.storeKey {
+			t.Errorf("storeKey(%q) = %q, want %q", k, got, tc.storeKey)
+		}
+		// Twice through the memo: derived, then remembered.
+		for range 2 {
+			b, _ := p.appendRequestKey(nil, r)
+			if ukey, skey := c.keys.keys("ns", b); ukey != tc.key || skey != tc.storeKey {
+				t.Errorf("keys(%s) = %q, %q, want %q, %q", tc.target, ukey, skey, tc.key, tc.storeKey)
+			}
+		}
+	}
+}
+
+// TestKeyMemoNeverMixesKeys derives the keys of many more URLs than the
+// memo has slots, from several goroutines at once, each time checking the
+// store key against one derived without the memo: a slot taken over by
+// another key must never answer for the old one.
+func TestKeyMemoNeverMixesKeys(t *testing.T) {
+	var m keyMemo
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3 * keyMemoSlots {
+				ukey := fmt.Sprintf("key-%d", (i*7+g)%(2*keyMemoSlots))
+				gotU, gotS := m.keys("ns", []byte(ukey))
+				if want := storeKey("ns", ukey); gotU != ukey || gotS != want {
+					errs <- fmt.Sprintf("keys(%q) = %q, %q, want %q, %q", ukey, gotU, gotS, ukey, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

@@ -47,9 +47,12 @@ type InvalidationWatcher interface {
 //   - Decorator, not engine code: the engine keeps talking to one Store, and
 //     every path that changes a shared entry (the engine's Invalidate, the
 //     engine's Replace of corrupt entries and of revalidated responses) goes
-//     through the decorator without knowing about it. The one engine hook
-//     is a fast path in lookup that reads a hit straight from the tier,
-//     already decoded, before paying for a store-call context.
+//     through the decorator without knowing about it. The hooks are fast
+//     paths that read a hit straight from the tier, already decoded: one
+//     in the engine's lookup, before paying for a store-call context, and
+//     one in the HTTP layer ([Middleware.Serve]), before a fill is set up,
+//     which serves the entry's value decoded once as an HTTP response and
+//     shared, read-only, by every hit on it (localResponse).
 //   - What enters: only what the shared store returned to this process — a
 //     Get or a SetNX (won, or the winner's value read back) — and only when
 //     it decodes to a fresh value entry. Pass markers, stale entries (kept
@@ -78,6 +81,7 @@ type localTier struct {
 	Store                       // the shared store, behind the breaker if any
 	source  InvalidationWatcher // the shared store itself, for its broadcasts
 	entries *otter.Cache[string, localEntry]
+	clock   *notedClock // otter's
 	report  func(ctx context.Context, err error)
 	guard   func(f func() error) error // the circuit breaker's, if any
 	now     func() time.Time           // the cache's clock
@@ -112,6 +116,34 @@ type localEntry struct {
 	enc  []byte      // the bytes as stored
 	e    entry.Entry // decoded; e.Value aliases enc
 	tags []tagStamp  // a tagged entry's tags, as the tier had seen them when it was read
+	// resp is e.Value decoded as an HTTP response, on the first hit that
+	// serves it as one: every later hit serves the same decoded response.
+	resp *localResponse
+}
+
+// localResponse is the HTTP response of a local-tier entry, decoded once
+// and then shared by every hit on the entry, in any goroutine: it is
+// never modified (see storedResponse).
+type localResponse struct {
+	value   []byte // the entry's value
+	decoded atomic.Pointer[storedResponse]
+}
+
+// response returns the value decoded as a stored response. Hits that
+// race on the first decode each decode it, and one result is kept: they
+// are equal.
+func (lr *localResponse) response() (*storedResponse, error) {
+	if sr := lr.decoded.Load(); sr != nil {
+		return sr, nil
+	}
+	sr, err := sharedStoredResponse(lr.value)
+	if err != nil {
+		return nil, err
+	}
+	if !lr.decoded.CompareAndSwap(nil, sr) {
+		sr = lr.decoded.Load()
+	}
+	return sr, nil
 }
 
 // tagStamp is one tag of a tagged entry: the version stripe its key
@@ -139,7 +171,10 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, now 
 		// instead of waiting out a store timeout.
 		guard = b.guard
 	}
+	clock := &notedClock{}
+	clock.note(now())
 	return &localTier{
+		clock:  clock,
 		Store:  shared,
 		source: source,
 		now:    now,
@@ -152,29 +187,44 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, now 
 				return uint32(min(len(key)+len(v.enc)+localEntryOverhead, 1<<32-1))
 			},
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, localEntry]) time.Duration {
-				return e.Value.e.Expires().Sub(now())
+				// In the clock's own terms: otter adds this to its reading.
+				return time.Duration(e.Value.e.Expires().UnixNano() - clock.NowNano())
 			}),
-			Clock: ticklessClock{now},
+			Clock: clock,
 		}),
 	}
 }
 
-// ticklessClock is otter's real clock without ticks. Ticks only drive
-// otter's periodic clean-up goroutine, which a Cache (it has no Close)
-// could not stop; without them expired entries are still never returned
-// (otter checks expiry on every read), and they are removed by the
-// maintenance that writes trigger, within the byte budget meanwhile.
-type ticklessClock struct{ now func() time.Time }
+// notedClock is otter's clock: the time the tier last noted, at a
+// lookup or an insert, instead of a reading of the system clock on every
+// otter call (a hit reads the clock once, for its own freshness check).
+// It may lag, by at most a millisecond at a lookup or an insert, and by
+// longer while the tier is idle, which is safe: otter then keeps an entry
+// past its freshness a little, and every lookup checks freshness itself
+// on the precise time anyway; and at an insert, where otter turns the
+// entry's remaining lifetime into its expiry, the clock has just been
+// noted. It has no ticks: they only drive otter's periodic clean-up
+// goroutine, which a Cache (it has no Close) could not stop; expired
+// entries are removed by the maintenance that writes trigger, within the
+// byte budget meanwhile.
+type notedClock struct{ nanos atomic.Int64 }
 
-func (c ticklessClock) NowNano() int64                    { return c.now().UnixNano() }
-func (ticklessClock) Tick(time.Duration) <-chan time.Time { return nil }
+func (c *notedClock) NowNano() int64                    { return c.nanos.Load() }
+func (*notedClock) Tick(time.Duration) <-chan time.Time { return nil }
 
-func (l *localTier) fresh(e entry.Entry) bool { return l.now().Before(e.Expires()) }
+// note sets the clock to now if it is a millisecond or more off: hits in
+// the same millisecond do not all write the one shared word.
+func (c *notedClock) note(now time.Time) {
+	n := now.UnixNano()
+	if d := n - c.nanos.Load(); d >= int64(time.Millisecond) || d <= -int64(time.Millisecond) {
+		c.nanos.Store(n)
+	}
+}
 
-// servable reports whether v may be served: fresh, and none of its tags
-// purged since it was read.
-func (l *localTier) servable(v localEntry) bool {
-	if !l.fresh(v.e) {
+// servable reports whether v may be served at now: fresh, and none of
+// its tags purged since it was read.
+func (l *localTier) servable(v localEntry, now time.Time) bool {
+	if !now.Before(v.e.Expires()) {
 		return false
 	}
 	for _, t := range v.tags {
@@ -185,16 +235,17 @@ func (l *localTier) servable(v localEntry) bool {
 	return true
 }
 
-// lookup returns key's entry if the tier holds it and it is fresh.
-func (l *localTier) lookup(key string) (result, bool) {
+// lookup returns key's entry if the tier holds it and may serve it at now.
+func (l *localTier) lookup(key string, now time.Time) (result, bool) {
 	if !l.source.InvalidationsCurrent() {
 		return result{}, false
 	}
+	l.clock.note(now)
 	v, ok := l.entries.GetIfPresent(key)
-	if !ok || !l.servable(v) {
+	if !ok || !l.servable(v, now) {
 		return result{}, false
 	}
-	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal, tags: v.e.Tags, fetched: v.e.Fetch}, true
+	return result{value: v.e.Value, storedAt: v.e.StoredAt, ttl: v.e.TTL, shared: true, source: fromLocal, tags: v.e.Tags, fetched: v.e.Fetch, local: v.resp}, true
 }
 
 // Get implements [Store]: from the tier if it holds key, else from the
@@ -208,7 +259,9 @@ func (l *localTier) Get(ctx context.Context, key string) ([]byte, error) {
 // the cache admits once it found its tags current (admitTagged).
 func (l *localTier) read(ctx context.Context, key string) ([]byte, localRead, error) {
 	if l.source.InvalidationsCurrent() {
-		if v, ok := l.entries.GetIfPresent(key); ok && l.servable(v) {
+		now := l.now()
+		l.clock.note(now)
+		if v, ok := l.entries.GetIfPresent(key); ok && l.servable(v, now) {
 			return v.enc, localRead{}, nil
 		}
 	}
@@ -237,14 +290,16 @@ func (l *localTier) stampTags(tagKeys []string) []tagStamp {
 // since. A tag purge told to the tier afterwards moves a stamped stripe:
 // the entry is then no longer served (servable).
 func (l *localTier) admitTagged(key string, b []byte, e entry.Entry, read localRead, stamps []tagStamp) {
-	if !read.admit || !l.fresh(e) {
+	now := l.now()
+	if !read.admit || !now.Before(e.Expires()) {
 		return
 	}
-	v := localEntry{enc: b, e: e, tags: stamps}
+	v := localEntry{enc: b, e: e, tags: stamps, resp: &localResponse{value: e.Value}}
+	l.clock.note(now)
 	l.entries.Set(key, v)
 	// As in admit: an invalidation (the version includes resets) or a
 	// tag purge told between the read and the insert undoes it.
-	if l.version(key) != read.seen || !l.servable(v) {
+	if l.version(key) != read.seen || !l.servable(v, now) {
 		l.entries.Invalidate(key)
 	}
 }
@@ -321,10 +376,12 @@ func (l *localTier) stripe(key string) *atomic.Uint64 {
 // of key was seen since the read began at version seen.
 func (l *localTier) admit(key string, b []byte, seen uint64) {
 	e, err := entry.Decode(b)
-	if err != nil || e.Kind != entry.KindValue || !l.fresh(e) {
+	now := l.now()
+	if err != nil || e.Kind != entry.KindValue || !now.Before(e.Expires()) {
 		return
 	}
-	l.entries.Set(key, localEntry{enc: b, e: e})
+	l.clock.note(now)
+	l.entries.Set(key, localEntry{enc: b, e: e, resp: &localResponse{value: e.Value}})
 	// An invalidation that came after the read but before this insert
 	// bumped the version: undo. One that comes after this check deletes
 	// the entry itself.

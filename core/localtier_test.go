@@ -643,3 +643,129 @@ func TestLocalTierDropsValueInvalidatedWhileRead(t *testing.T) {
 		t.Errorf("read after the delete = %q with %d local hits, want new, 0: the invalidated value was kept", got, c.Stats().LocalHits.Load())
 	}
 }
+
+// TestLocalTierSharedResponseServedConcurrently serves one local-tier
+// entry, whose decoded response every hit shares, to many goroutines at
+// once with different request headers: plain, HEAD, conditional (304 and
+// 200), ranges and credentials. Every answer must be byte for byte the
+// one the same request got alone, and each goroutine then scribbles over
+// the header values it was given, in place, as code running after the
+// cache may: were the shared response handed out rather than copied, the
+// race detector would see it, and later answers would carry the scribbles.
+func TestLocalTierSharedResponseServedConcurrently(t *testing.T) {
+	forEachTierBackend(t, []string{"memory", "redis"}, func(t *testing.T, newProc func(opts ...core.Option) tierProc) {
+		p := newProc(tierNamespace(), core.WithLocalTier(1<<20))
+		body := make([]byte, 4096)
+		for i := range body {
+			body[i] = byte('a' + i%26)
+		}
+		lastModified := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+		var shared, personal atomic.Int64 // origin calls without and with credentials
+		handler := func(w http.ResponseWriter, r *http.Request) error {
+			if r.Header.Get("Authorization") != "" {
+				personal.Add(1)
+				w.Header().Set("Cache-Control", "private")
+				w.Write([]byte("personal"))
+				return nil
+			}
+			shared.Add(1)
+			h := w.Header()
+			h.Set("Content-Type", "text/plain")
+			h.Set("Cache-Control", "max-age=3600") // not for requests with credentials
+			h.Set("Etag", `"v1"`)
+			h.Set("Last-Modified", lastModified)
+			h["X-Multi"] = []string{"a", "b", "c"}
+			w.Write(body)
+			return nil
+		}
+		kinds := []struct {
+			name   string
+			method string
+			header http.Header
+			status int
+		}{
+			{"get", "GET", nil, 200},
+			{"head", "HEAD", nil, 200},
+			{"if-none-match", "GET", http.Header{"If-None-Match": {`"v1"`}}, 304},
+			{"if-none-match-other", "GET", http.Header{"If-None-Match": {`"v0"`}}, 200},
+			{"if-modified-since", "GET", http.Header{"If-Modified-Since": {lastModified}}, 304},
+			{"range", "GET", http.Header{"Range": {"bytes=100-199"}}, 206},
+			{"range-suffix", "GET", http.Header{"Range": {"bytes=-10"}}, 206},
+			{"credentials", "GET", http.Header{"Authorization": {"Bearer x"}}, 200},
+		}
+		serve := func(i int) *httptest.ResponseRecorder {
+			k := kinds[i]
+			r := httptest.NewRequest(k.method, "http://example.test/item", nil)
+			for name, vs := range k.header {
+				r.Header[name] = vs
+			}
+			w := httptest.NewRecorder()
+			if err := p.c.Middleware().Serve(w, r, "", handler); err != nil {
+				t.Errorf("%s: Serve: %v", k.name, err)
+			}
+			return w
+		}
+		// answer is what a client can see of a response, less the fields
+		// that change with the clock (Age, and the ttl in Cache-Status).
+		answer := func(w *httptest.ResponseRecorder) string {
+			h := w.Result().Header.Clone()
+			h.Del("Age")
+			if v := h.Get("Cache-Status"); strings.Contains(v, "detail=l1") {
+				h.Set("Cache-Status", "l1")
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "%d\n", w.Code)
+			h.Write(&b)
+			b.Write(w.Body.Bytes())
+			return b.String()
+		}
+		serve(0) // fills
+		want := make([]string, len(kinds))
+		for i, k := range kinds {
+			w := serve(i)
+			if w.Code != k.status {
+				t.Fatalf("%s: status %d, want %d", k.name, w.Code, k.status)
+			}
+			if k.name != "credentials" && !strings.Contains(w.Header().Get("Cache-Status"), "detail=l1") {
+				t.Fatalf("%s: Cache-Status %q, want a local-tier hit", k.name, w.Header().Get("Cache-Status"))
+			}
+			want[i] = answer(w)
+		}
+		if !strings.Contains(want[0], "\nX-Multi: a\r\nX-Multi: b\r\nX-Multi: c\r\n") {
+			t.Fatalf("stored response lost its multi-valued field:\n%s", want[0])
+		}
+		var wg sync.WaitGroup
+		const goroutines, rounds = 16, 100
+		mismatches := make(chan string, goroutines)
+		for g := range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := range rounds {
+					i := (g + n) % len(kinds)
+					w := serve(i)
+					if got := answer(w); got != want[i] {
+						mismatches <- fmt.Sprintf("%s: got\n%s\nwant\n%s", kinds[i].name, got, want[i])
+						return
+					}
+					for _, vs := range w.Header() {
+						for j := range vs {
+							vs[j] = "scribbled"
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(mismatches)
+		for m := range mismatches {
+			t.Error(m)
+		}
+		if got := shared.Load(); got != 1 {
+			t.Errorf("origin calls without credentials = %d, want 1 (the fill)", got)
+		}
+		if got, want := personal.Load(), int64(1+goroutines*rounds/len(kinds)); got != want {
+			t.Errorf("origin calls with credentials = %d, want %d (every one)", got, want)
+		}
+	})
+}

@@ -79,7 +79,18 @@ func varyAll(h http.Header) bool {
 // spellings ("gzip, br" and "gzip,br") thus get variants of their own:
 // more fills, never a wrong answer.
 func variantKey(ukey string, v entry.Variants, r *http.Request) string {
-	b := make([]byte, 0, len(ukey)+64)
+	return string(appendVariantKey(make([]byte, 0, len(ukey)+64), ukey, v, r))
+}
+
+// variantStoreKey is the store key of variantKey(ukey, v, r).
+func (c *Cache) variantStoreKey(ukey string, v entry.Variants, r *http.Request) string {
+	var buf [384]byte
+	_, key := c.keys.keys(c.cfg.namespace, appendVariantKey(buf[:0], ukey, v, r))
+	return key
+}
+
+// appendVariantKey is variantKey appending the key to b.
+func appendVariantKey(b []byte, ukey string, v entry.Variants, r *http.Request) []byte {
 	b = append(b, ukey...)
 	b = appendField(b, "vary")
 	b = appendField(b, v.Generation)
@@ -95,7 +106,7 @@ func variantKey(ukey string, v entry.Variants, r *http.Request) string {
 			b = appendField(b, line)
 		}
 	}
-	return string(b)
+	return b
 }
 
 // subset reports whether every name in a is in b; both are sorted.
