@@ -211,48 +211,58 @@ func TestPurgeDuringEarlyRefreshWins(t *testing.T) {
 // that client even when it streams, and the next request gets the
 // refreshed response.
 func TestEarlyRefreshHTTP(t *testing.T) {
-	store := core.NewMemoryStore(0)
-	t.Cleanup(func() { store.Close() })
-	c := core.New(store, namespace(t), core.EarlyRefresh(2))
-	clock := testhook.NewClock(time.Now())
-	testhook.SetClock(c, clock.Now)
-	var calls atomic.Int64
-	handler := func(w http.ResponseWriter, r *http.Request) error {
-		n := calls.Add(1)
-		w.Header().Set("Cache-Control", "max-age=10")
-		fmt.Fprintf(w, "version %d", n)
-		if n == 3 {
-			http.NewResponseController(w).Flush() // streamed: not stored, not sent
-		}
-		return nil
-	}
-	serve := func() *httptest.ResponseRecorder {
-		w := httptest.NewRecorder()
-		if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-		return w
-	}
-	serve()
-	clock.Advance(10*time.Second - 50*time.Millisecond)
-	w := serve()
-	if got := w.Body.String(); got != "version 1" || w.Header().Get("X-Cache") != "HIT" || w.Header().Get("Connection") != "close" {
-		t.Errorf("in the window: %q, X-Cache %q, Connection %q; want version 1, HIT, close", got, w.Header().Get("X-Cache"), w.Header().Get("Connection"))
-	}
-	if n := calls.Load(); n != 2 {
-		t.Fatalf("handler ran %d times, want 2: the fill and the refresh", n)
-	}
-	w = serve()
-	if got := w.Body.String(); got != "version 2" || w.Header().Get("Connection") != "" {
-		t.Errorf("after the refresh: %q, Connection %q; want version 2 and no Connection", got, w.Header().Get("Connection"))
-	}
-	clock.Advance(10*time.Second - 50*time.Millisecond)
-	w = serve() // sets off a refresh whose handler streams
-	if got := w.Body.String(); got != "version 2" {
-		t.Errorf("with a streaming refresh: the client got %q, want version 2 alone", got)
-	}
-	if n := calls.Load(); n != 3 {
-		t.Errorf("handler ran %d times, want 3", n)
+	for _, tier := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tier=%v", tier), func(t *testing.T) {
+			store := core.NewMemoryStore(0)
+			t.Cleanup(func() { store.Close() })
+			opts := []core.Option{namespace(t), core.EarlyRefresh(2)}
+			if tier {
+				// Local-tier hits are served on a path of their own: one due
+				// for a refresh must still set it off.
+				opts = append(opts, core.WithLocalTier(1<<20))
+			}
+			c := core.New(store, opts...)
+			clock := testhook.NewClock(time.Now())
+			testhook.SetClock(c, clock.Now)
+			var calls atomic.Int64
+			handler := func(w http.ResponseWriter, r *http.Request) error {
+				n := calls.Add(1)
+				w.Header().Set("Cache-Control", "max-age=10")
+				fmt.Fprintf(w, "version %d", n)
+				if n == 3 {
+					http.NewResponseController(w).Flush() // streamed: not stored, not sent
+				}
+				return nil
+			}
+			serve := func() *httptest.ResponseRecorder {
+				w := httptest.NewRecorder()
+				if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/feed", nil), "", handler); err != nil {
+					t.Fatalf("Serve: %v", err)
+				}
+				return w
+			}
+			serve()
+			clock.Advance(10*time.Second - 50*time.Millisecond)
+			w := serve()
+			if got := w.Body.String(); got != "version 1" || w.Header().Get("X-Cache") != "HIT" || w.Header().Get("Connection") != "close" {
+				t.Errorf("in the window: %q, X-Cache %q, Connection %q; want version 1, HIT, close", got, w.Header().Get("X-Cache"), w.Header().Get("Connection"))
+			}
+			if n := calls.Load(); n != 2 {
+				t.Fatalf("handler ran %d times, want 2: the fill and the refresh", n)
+			}
+			w = serve()
+			if got := w.Body.String(); got != "version 2" || w.Header().Get("Connection") != "" {
+				t.Errorf("after the refresh: %q, Connection %q; want version 2 and no Connection", got, w.Header().Get("Connection"))
+			}
+			clock.Advance(10*time.Second - 50*time.Millisecond)
+			w = serve() // sets off a refresh whose handler streams
+			if got := w.Body.String(); got != "version 2" {
+				t.Errorf("with a streaming refresh: the client got %q, want version 2 alone", got)
+			}
+			if n := calls.Load(); n != 3 {
+				t.Errorf("handler ran %d times, want 3", n)
+			}
+		})
 	}
 }
 
