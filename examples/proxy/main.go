@@ -5,7 +5,10 @@
 //
 //	go run ./examples/proxy -upstream http://127.0.0.1:8000 -redis 127.0.0.1:6379
 //
-// With a purge token (-purge-token, or FLIGHTCACHE_PURGE_TOKEN) it also
+// config.go reads the flags a deployment needs (Redis by URL, with a
+// password and TLS, or a Redis Cluster; the namespace; a local tier; the
+// body limit; the upstream timeouts), each also from an environment
+// variable; proxy -h lists them. With a purge token (-purge-token, or FLIGHTCACHE_PURGE_TOKEN) it also
 // answers PURGE requests; see purge.go. scripts/conformance.sh runs the
 // http-cache-tests suite through it.
 package main
@@ -297,9 +300,9 @@ func hasToken(v, token string) bool {
 }
 
 // bufferUnsized reads a GET response of unknown length (chunked, say)
-// into memory when it fits the cache's body limit (-max-body): ReverseProxy flushes
-// such a response after every write, and core stores no response that
-// flushes. Event streams and larger bodies still stream.
+// into memory when it fits limit, the cache's body limit (-max-body):
+// ReverseProxy flushes such a response after every write, and core stores
+// no response that flushes. Event streams and larger bodies still stream.
 func bufferUnsized(res *http.Response, limit int64) error {
 	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
 	if res.ContentLength >= 0 || ct == "text/event-stream" || res.Request.Method != http.MethodGet {
