@@ -4,7 +4,9 @@
 //
 //   - hit throughput and latency at two body sizes: 64 keep-alive clients
 //     (a closed loop, each sending its next request when the last one
-//     ends) on hot keys stored before the measurement starts;
+//     ends) on hot keys stored before the measurement starts, every
+//     contestant running at once and the loads taking turns of a second,
+//     so that a shared machine's drift reaches all of them alike;
 //   - a cold herd: many clients at once on one cold key, spread over 3
 //     instances of each cache, counting the origin's calls and the
 //     distinct bodies served, and the latency;
@@ -63,6 +65,7 @@ type options struct {
 	Sizes       []int         `json:"hit_body_sizes"`
 	Warm        time.Duration `json:"hit_warmup_ns"`
 	Duration    time.Duration `json:"hit_duration_ns"`
+	Rounds      int           `json:"hit_turns"`
 	Instances   int           `json:"herd_instances"`
 	HerdClients int           `json:"herd_clients"`
 	HerdRounds  int           `json:"herd_rounds"`
@@ -107,8 +110,9 @@ func parseFlags(args []string) (o options, out string, smoke bool, err error) {
 	fs.IntVar(&o.Clients, "clients", 64, "hit load: keep-alive clients")
 	fs.IntVar(&o.Keys, "keys", 16, "hit load: hot keys, each stored before the load")
 	sizes := fs.String("sizes", "2048,65536", "hit load: body sizes in bytes, comma-separated")
-	fs.DurationVar(&o.Warm, "warmup", time.Second, "hit load: unmeasured load before each measurement")
-	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "hit load: measured load per contestant and size")
+	fs.DurationVar(&o.Warm, "warmup", 300*time.Millisecond, "hit load: unmeasured load before each turn")
+	fs.DurationVar(&o.Duration, "duration", 6*time.Second, "hit load: measured load per contestant and size, in -turns turns")
+	fs.IntVar(&o.Rounds, "turns", 6, "hit load: turns per contestant and size; contestants take turns, in a rotating order")
 	fs.IntVar(&o.Instances, "instances", 3, "herd: instances of each cache")
 	fs.IntVar(&o.HerdClients, "herd-clients", 150, "herd: concurrent clients on one cold key, spread over the instances")
 	fs.IntVar(&o.HerdRounds, "herd-rounds", 3, "herd: rounds per contestant, each on a new key")
@@ -143,10 +147,10 @@ func parseFlags(args []string) (o options, out string, smoke bool, err error) {
 		o.Sizes = append(o.Sizes, n)
 	}
 	if smoke {
-		o.Warm, o.Duration, o.HerdRounds = 200*time.Millisecond, 300*time.Millisecond, 1
+		o.Warm, o.Duration, o.Rounds, o.HerdRounds = 100*time.Millisecond, 300*time.Millisecond, 1, 1
 	}
-	if o.Clients <= 0 || o.Keys <= 0 || o.Instances <= 0 || o.HerdClients < o.Instances || o.HerdRounds <= 0 || o.Duration <= 0 {
-		return o, "", false, errors.New("-clients, -keys, -instances, -herd-rounds and -duration must be positive, -herd-clients at least -instances")
+	if o.Clients <= 0 || o.Keys <= 0 || o.Instances <= 0 || o.HerdClients < o.Instances || o.HerdRounds <= 0 || o.Duration <= 0 || o.Rounds <= 0 {
+		return o, "", false, errors.New("-clients, -keys, -instances, -herd-rounds, -turns and -duration must be positive, -herd-clients at least -instances")
 	}
 	return o, out, smoke, nil
 }
@@ -178,7 +182,8 @@ type Result struct {
 type HitResult struct {
 	Size        int           `json:"body_size"`
 	Requests    int           `json:"requests"`
-	PerSecond   float64       `json:"per_second"`
+	PerSecond   float64       `json:"per_second"` // the median turn's
+	Turns       []float64     `json:"turns_per_second"`
 	P50         time.Duration `json:"p50_ns"`
 	P99         time.Duration `json:"p99_ns"`
 	Errors      int           `json:"errors"`
@@ -227,77 +232,117 @@ func run(ctx context.Context, o options, progress io.Writer) (*Report, error) {
 	fmt.Fprintf(progress, "origin on %s (run %s)\n", origin.addr, runID)
 
 	rep := &Report{Machine: machine(), Options: o}
-	for _, name := range o.Only {
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		fmt.Fprintf(progress, "== %s\n", name)
-		r, err := measure(ctx, o, name, bins, origin.addr, work, rdb, runID, progress)
-		if r != nil {
-			rep.Results = append(rep.Results, r)
-		}
-		if err != nil {
-			return rep, fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	return rep, nil
-}
-
-// measure starts o.Instances of one contestant, runs the hit loads on the
-// first, reads its memory, runs the herds, and stops them.
-func measure(ctx context.Context, o options, name string, bins map[string]string, origin, work string, rdb *redis.Client, runID string, progress io.Writer) (*Result, error) {
-	r := &Result{Name: name}
-	began := time.Now()
-	var insts []*process
-	defer func() {
-		for _, p := range insts {
-			p.stop()
-		}
-	}()
-	ns := "pxbench-" + runID + "-" + name // one namespace per fleet
-	for i := range o.Instances {
-		p, version, err := startContestant(ctx, name, bins, origin, filepath.Join(work, fmt.Sprintf("%s-%d", name, i)), o, ns)
-		if err != nil {
-			return r, err
-		}
-		insts = append(insts, p)
-		r.Version = version
-	}
-	r.Setup = time.Since(began)
 	calls := func() int64 {
 		n, _ := rdb.Get(ctx, benchserver.CallsKey(runID)).Int64()
 		return n
 	}
+	// Every contestant runs from the start, so that the hit loads can
+	// take turns: on a shared machine the load drifts within minutes,
+	// and turns of a second spread the drift over every contestant.
+	fleets := make([]*fleet, 0, len(o.Only))
+	defer func() {
+		for _, f := range fleets {
+			f.stop(nil)
+		}
+	}()
+	for _, name := range o.Only {
+		f, err := startFleet(ctx, o, name, bins, origin.addr, work, "pxbench-"+runID+"-"+name)
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", name, err)
+		}
+		fleets = append(fleets, f)
+		rep.Results = append(rep.Results, f.r)
+		fmt.Fprintf(progress, "%s: %d instances (%s)\n", name, len(f.insts), f.r.Version)
+	}
 
 	for _, size := range o.Sizes {
-		h := hitLoad(ctx, o, insts[0].addr, fmt.Sprintf("hit-%s-%d", name, size), size, calls)
-		fmt.Fprintf(progress, "   hit %6d B: %8.0f req/s  p50 %6.2fms  p99 %6.2fms  errors %d  origin calls %d\n",
-			size, h.PerSecond, ms(h.P50), ms(h.P99), h.Errors, h.OriginCalls)
-		r.Hit = append(r.Hit, h)
-	}
-	r.RSSKiB, r.PeakKiB = treeMemory(insts[0].cmd.Process.Pid)
-	fmt.Fprintf(progress, "   memory: %d KiB resident (peak %d KiB)\n", r.RSSKiB, r.PeakKiB)
-
-	addrs := make([]string, len(insts))
-	for i, p := range insts {
-		addrs[i] = p.addr
-	}
-	for round := range o.HerdRounds {
-		h := herd(ctx, o, addrs, fmt.Sprintf("herd-%s-%d", name, round), calls)
-		fmt.Fprintf(progress, "   herd %d: %d origin calls, %d bodies, p50 %.1fms, p99 %.1fms, errors %d\n",
-			round, h.OriginCalls, h.Bodies, ms(h.P50), ms(h.P99), h.Errors)
-		r.Herd = append(r.Herd, h)
-	}
-	for _, p := range insts {
-		if exited := p.stop(); exited != nil {
-			r.Notes = append(r.Notes, exited.Error())
+		loads := make([]*hitLoad, len(fleets))
+		for i, f := range fleets {
+			var err error
+			if loads[i], err = newHitLoad(ctx, o, f.insts[0].addr, fmt.Sprintf("hit-%s-%d", f.r.Name, size), size); err != nil {
+				return rep, fmt.Errorf("%s: %w", f.r.Name, err)
+			}
+			defer loads[i].close()
 		}
-		r.CacheErrors += absorbed(p.log, &r.Notes)
+		for round := range o.Rounds {
+			for j := range fleets {
+				i := (j + round) % len(fleets) // each takes every place in the order
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				loads[i].run(o.Warm, false, calls)
+				loads[i].run(o.Duration/time.Duration(o.Rounds), true, calls)
+			}
+		}
+		for i, f := range fleets {
+			h := loads[i].result()
+			fmt.Fprintf(progress, "%-12s hit %6d B: %8.0f req/s (median of %d turns)  p50 %6.2fms  p99 %6.2fms  errors %d  origin calls %d\n",
+				f.r.Name, size, h.PerSecond, o.Rounds, ms(h.P50), ms(h.P99), h.Errors, h.OriginCalls)
+			f.r.Hit = append(f.r.Hit, h)
+		}
 	}
-	if r.CacheErrors > 0 {
-		fmt.Fprintf(progress, "   store errors absorbed (served uncached): %d\n", r.CacheErrors)
+	for _, f := range fleets {
+		f.r.RSSKiB, f.r.PeakKiB = treeMemory(f.insts[0].cmd.Process.Pid)
+		fmt.Fprintf(progress, "%-12s memory: %d KiB resident (peak %d KiB)\n", f.r.Name, f.r.RSSKiB, f.r.PeakKiB)
 	}
-	return r, nil
+	for _, f := range fleets {
+		addrs := make([]string, len(f.insts))
+		for i, p := range f.insts {
+			addrs[i] = p.addr
+		}
+		for round := range o.HerdRounds {
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			h := herd(ctx, o, addrs, fmt.Sprintf("herd-%s-%d", f.r.Name, round), calls)
+			fmt.Fprintf(progress, "%-12s herd %d: %d origin calls, %d bodies, p50 %.1fms, p99 %.1fms, errors %d\n",
+				f.r.Name, round, h.OriginCalls, h.Bodies, ms(h.P50), ms(h.P99), h.Errors)
+			f.r.Herd = append(f.r.Herd, h)
+		}
+		f.stop(progress)
+	}
+	return rep, nil
+}
+
+// fleet is the instances of one contestant and its results.
+type fleet struct {
+	r     *Result
+	insts []*process
+	once  sync.Once
+}
+
+// startFleet starts o.Instances of one contestant, with dir names under
+// work; the proxies on Redis share namespace ns.
+func startFleet(ctx context.Context, o options, name string, bins map[string]string, origin, work, ns string) (*fleet, error) {
+	f := &fleet{r: &Result{Name: name}}
+	began := time.Now()
+	for i := range o.Instances {
+		p, version, err := startContestant(ctx, name, bins, origin, filepath.Join(work, fmt.Sprintf("%s-%d", name, i)), o, ns)
+		if err != nil {
+			f.stop(nil)
+			return nil, err
+		}
+		f.insts = append(f.insts, p)
+		f.r.Version = version
+	}
+	f.r.Setup = time.Since(began)
+	return f, nil
+}
+
+// stop stops f's instances, by PID, and reads the store errors the
+// proxies logged. Later calls do nothing.
+func (f *fleet) stop(progress io.Writer) {
+	f.once.Do(func() {
+		for _, p := range f.insts {
+			if exited := p.stop(); exited != nil {
+				f.r.Notes = append(f.r.Notes, exited.Error())
+			}
+			f.r.CacheErrors += absorbed(p.log, &f.r.Notes)
+		}
+		if f.r.CacheErrors > 0 && progress != nil {
+			fmt.Fprintf(progress, "%-12s store errors absorbed (served uncached): %d\n", f.r.Name, f.r.CacheErrors)
+		}
+	})
 }
 
 // absorbed counts the store errors a proxy's log reports it absorbed
@@ -555,70 +600,104 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// hitLoad stores o.Keys keys of size bytes through addr, then runs
-// o.Clients keep-alive clients on them: o.Warm unmeasured, o.Duration
-// measured.
-func hitLoad(ctx context.Context, o options, addr, prefix string, size int, calls func() int64) HitResult {
-	res := HitResult{Size: size}
+// hitLoad is the hit load on one instance at one body size, measured in
+// turns.
+type hitLoad struct {
+	o      options
+	size   int
+	tr     *http.Transport
+	client *http.Client
+	urls   []string
+	ctx    context.Context
+
+	lat      []time.Duration // every measured turn's latencies
+	rates    []float64       // each measured turn's requests per second
+	errs     int
+	firstErr error
+	calls    int64 // origin calls during measured turns
+}
+
+// newHitLoad stores o.Keys keys of size bytes through addr.
+func newHitLoad(ctx context.Context, o options, addr, prefix string, size int) (*hitLoad, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: o.Clients, MaxConnsPerHost: o.Clients, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	urls := make([]string, o.Keys)
+	h := &hitLoad{o: o, size: size, tr: tr, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, ctx: ctx}
+	h.urls = make([]string, o.Keys)
 	stored := make([]error, o.Keys)
 	var wg sync.WaitGroup
-	for k := range urls {
-		urls[k] = fmt.Sprintf("http://%s%s%s-%d?size=%d", addr, benchserver.ItemPrefix, prefix, k, size)
-		wg.Go(func() { stored[k] = getOnce(ctx, client, urls[k], size) })
+	for k := range h.urls {
+		h.urls[k] = fmt.Sprintf("http://%s%s%s-%d?size=%d", addr, benchserver.ItemPrefix, prefix, k, size)
+		wg.Go(func() { stored[k] = getOnce(ctx, h.client, h.urls[k], size) })
 	}
 	wg.Wait()
 	if err := errors.Join(stored...); err != nil {
-		res.Errors, res.FirstError = 1, "store: "+err.Error()
-		return res
+		tr.CloseIdleConnections()
+		return nil, fmt.Errorf("store the hot keys: %w", err)
 	}
-	load := func(d time.Duration, measured bool) {
-		lat := make([][]time.Duration, o.Clients)
-		errs := make([]int, o.Clients)
-		firstErr := make([]error, o.Clients)
-		deadline := time.Now().Add(d)
-		for c := range o.Clients {
-			wg.Go(func() {
-				buf := make([]byte, 32<<10)
-				l := make([]time.Duration, 0, 1<<14)
-				for i := c; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
-					t0 := time.Now()
-					err := get(ctx, client, urls[i%len(urls)], size, buf)
-					l = append(l, time.Since(t0))
-					if err != nil {
-						errs[c]++
-						if firstErr[c] == nil {
-							firstErr[c] = err
-						}
+	return h, nil
+}
+
+func (h *hitLoad) close() { h.tr.CloseIdleConnections() }
+
+// run runs o.Clients keep-alive clients for d, each sending its next
+// request when its last one ends; measured runs are kept.
+func (h *hitLoad) run(d time.Duration, measured bool, calls func() int64) {
+	var wg sync.WaitGroup
+	lat := make([][]time.Duration, h.o.Clients)
+	errs := make([]int, h.o.Clients)
+	firstErr := make([]error, h.o.Clients)
+	before := calls()
+	began := time.Now()
+	deadline := began.Add(d)
+	for c := range h.o.Clients {
+		wg.Go(func() {
+			buf := make([]byte, 32<<10)
+			l := make([]time.Duration, 0, 1<<12)
+			for i := c; time.Now().Before(deadline) && h.ctx.Err() == nil; i++ {
+				t0 := time.Now()
+				err := get(h.ctx, h.client, h.urls[i%len(h.urls)], h.size, buf)
+				l = append(l, time.Since(t0))
+				if err != nil {
+					errs[c]++
+					if firstErr[c] == nil {
+						firstErr[c] = err
 					}
 				}
-				lat[c] = l
-			})
-		}
-		wg.Wait()
-		if !measured {
-			return
-		}
-		var all []time.Duration
-		for c := range o.Clients {
-			all = append(all, lat[c]...)
-			res.Errors += errs[c]
-			if firstErr[c] != nil && res.FirstError == "" {
-				res.FirstError = firstErr[c].Error()
 			}
-		}
-		slices.Sort(all)
-		res.Requests = len(all)
-		res.PerSecond = float64(len(all)) / d.Seconds()
-		res.P50, res.P99 = percentile(all, 50), percentile(all, 99)
+			lat[c] = l
+		})
 	}
-	load(o.Warm, false)
-	before := calls()
-	load(o.Duration, true)
-	res.OriginCalls = calls() - before
+	wg.Wait()
+	elapsed := time.Since(began)
+	if !measured {
+		return
+	}
+	h.calls += calls() - before
+	n := 0
+	for c := range h.o.Clients {
+		n += len(lat[c])
+		h.lat = append(h.lat, lat[c]...)
+		h.errs += errs[c]
+		if firstErr[c] != nil && h.firstErr == nil {
+			h.firstErr = firstErr[c]
+		}
+	}
+	h.rates = append(h.rates, float64(n)/elapsed.Seconds())
+}
+
+// result summarises the measured turns: the median turn's rate, the
+// latency percentiles over every turn.
+func (h *hitLoad) result() HitResult {
+	res := HitResult{Size: h.size, Requests: len(h.lat), Errors: h.errs, OriginCalls: h.calls, Turns: slices.Clone(h.rates)}
+	if h.firstErr != nil {
+		res.FirstError = h.firstErr.Error()
+	}
+	rates := slices.Clone(h.rates)
+	slices.Sort(rates)
+	if len(rates) > 0 {
+		res.PerSecond = rates[len(rates)/2]
+	}
+	slices.Sort(h.lat)
+	res.P50, res.P99 = percentile(h.lat, 50), percentile(h.lat, 99)
 	return res
 }
 
@@ -828,8 +907,8 @@ func printTable(w io.Writer, rep *Report) {
 		fmt.Fprintf(w, "| %s | ", r.Name)
 		for i, h := range r.Hit {
 			ratio := math.NaN()
-			if i < len(base.Hit) && base.Hit[i].PerSecond > 0 {
-				ratio = h.PerSecond / base.Hit[i].PerSecond
+			if i < len(base.Hit) {
+				ratio = turnRatio(h, base.Hit[i])
 			}
 			fmt.Fprintf(w, "%.0f | %.2f | %.2f ms | ", h.PerSecond, ratio, ms(h.P99))
 		}
@@ -843,8 +922,8 @@ func printTable(w io.Writer, rep *Report) {
 		fmt.Fprintf(w, "%s | %.0f ms | %.1f MiB | %.2f | %d |\n", strings.Join(calls, ", "), ms(percentile(lat, 50)),
 			float64(r.RSSKiB)/1024, float64(r.RSSKiB)/float64(max(base.RSSKiB, 1)), r.CacheErrors)
 	}
-	fmt.Fprintf(w, "\nhits/s: %d keep-alive clients, %v measured after %v of warm-up, on %d hot keys; herd: %d clients at once on one cold key over %d instances, origin %v, one value per round (median p99 of the rounds); RSS after the hit loads, every process of one instance.\n",
-		rep.Options.Clients, rep.Options.Duration, rep.Options.Warm, rep.Options.Keys, rep.Options.HerdClients, rep.Options.Instances, rep.Options.OriginDelay)
+	fmt.Fprintf(w, "\nhits/s: %d keep-alive clients on %d hot keys, the median of %d turns of %v (each after %v unmeasured), the contestants taking turns in a rotating order; ×%s: the median over the rounds of the ratio to %[6]s's turn of the same round; herd: %d clients at once on one cold key over %d instances, origin %v, one value per round (median p99 of the rounds); RSS after the hit loads, every process of one instance.\n",
+		rep.Options.Clients, rep.Options.Keys, rep.Options.Rounds, rep.Options.Duration/time.Duration(rep.Options.Rounds), rep.Options.Warm, base.Name, rep.Options.HerdClients, rep.Options.Instances, rep.Options.OriginDelay)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	defer tw.Flush()
 	for _, r := range rep.Results {
@@ -852,6 +931,24 @@ func printTable(w io.Writer, rep *Report) {
 			fmt.Fprintf(tw, "%s:\t%s\n", r.Name, r.Version)
 		}
 	}
+}
+
+// turnRatio is the median over the rounds of h's turn rate divided by
+// base's turn rate in the same round (the turns next to each other in
+// time).
+func turnRatio(h, base HitResult) float64 {
+	if len(h.Turns) != len(base.Turns) || len(h.Turns) == 0 {
+		return math.NaN()
+	}
+	r := make([]float64, len(h.Turns))
+	for k := range r {
+		r[k] = h.Turns[k] / base.Turns[k]
+	}
+	slices.Sort(r)
+	if len(r)%2 == 0 {
+		return (r[len(r)/2-1] + r[len(r)/2]) / 2
+	}
+	return r[len(r)/2]
 }
 
 func sizeName(n int) string {
