@@ -10,7 +10,7 @@
 #   FLIGHTCACHE_BENCH_TIME   -benchtime of the hit benchmarks (default 1s)
 #   FLIGHTCACHE_BENCH_EXPIRY length of each expiry-mode run (default 60s)
 #
-# It takes about 13 minutes on 2 cores. Run it on an otherwise idle machine:
+# It takes about 15 minutes on 2 cores. Run it on an otherwise idle machine:
 # every figure is compared with a baseline from the same run, but noise
 # from other work still widens the intervals.
 set -euo pipefail
@@ -90,7 +90,7 @@ fi
 # The programs the packages start as services are not used: the
 # comparison starts its own instances, on free loopback ports, with
 # configuration files in a temporary directory, and stops them by PID.
-go run ./bench/proxies -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/proxies.json" | tee "$out/proxies.md"
+go run ./bench/proxies -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/proxies.json" 2> >(tee "$out/proxies.txt" >&2) | tee "$out/proxies.md"
 
 log "charts"
 cat "$out/hit.txt" "$out/peer.txt" >"$workdir/all-bench.txt"
