@@ -10,7 +10,7 @@
 #   FLIGHTCACHE_BENCH_TIME   -benchtime of the hit benchmarks (default 1s)
 #   FLIGHTCACHE_BENCH_EXPIRY length of each expiry-mode run (default 60s)
 #
-# It takes about 12 minutes on 2 cores. Run it on an otherwise idle machine:
+# It takes about 15 minutes on 2 cores. Run it on an otherwise idle machine:
 # every figure is compared with a baseline from the same run, but noise
 # from other work still widens the intervals.
 set -euo pipefail
@@ -78,6 +78,19 @@ go run ./bench/stampede -expiry -redis "$FLIGHTCACHE_REDIS_ADDR" -processes 4 -k
 
 log "many keys: vegeta against the gin example, without and with flightcache"
 go run ./bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/load.json" | tee "$out/load.txt"
+
+log "the caching proxy beside nginx and Varnish: hits at 2 KiB and 64 KiB, a cold herd over 3 instances, memory"
+if ! command -v nginx >/dev/null 2>&1 || ! command -v varnishd >/dev/null 2>&1; then
+	log "installing nginx and varnish"
+	sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo="sudo"
+	$sudo apt-get update
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y nginx-light varnish
+fi
+# The programs the packages start as services are not used: the
+# comparison starts its own instances, on free loopback ports, with
+# configuration files in a temporary directory, and stops them by PID.
+go run ./bench/proxies -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/proxies.json" 2> >(tee "$out/proxies.txt" >&2) | tee "$out/proxies.md"
 
 log "charts"
 cat "$out/hit.txt" "$out/peer.txt" >"$workdir/all-bench.txt"

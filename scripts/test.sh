@@ -96,4 +96,7 @@ go test -run '^$' -bench . -benchtime 1x ./core ./ginmw ./echomw ./nethttpmw ./b
 log "load smoke (vegeta on examples/gin, without and with flightcache)"
 go run ./bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -smoke
 
+log "proxy comparison smoke (examples/proxy only: on its own store, on Redis, with the local tier)"
+go run ./bench/proxies -redis "$FLIGHTCACHE_REDIS_ADDR" -only flightcache -smoke
+
 log "all tests passed"

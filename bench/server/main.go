@@ -6,7 +6,8 @@
 //
 // Strategies:
 //
-//   - none: every request calls the origin;
+//   - none: every request calls the origin (the origin of the proxy
+//     comparison, bench/proxies, with -cache-control);
 //   - singleflight: golang.org/x/sync/singleflight collapses this
 //     process's concurrent requests for one path; nothing is stored or shared;
 //   - polling: flightcache on Redis with the fill lock, but without pub/sub
@@ -44,6 +45,7 @@ func main() {
 	ttl := flag.Duration("ttl", time.Minute, "flightcache/polling: how long a stored response stays fresh")
 	earlyRefresh := flag.Float64("early-refresh", 0, "flightcache/polling: core.EarlyRefresh factor (0: off)")
 	ttlJitter := flag.Float64("ttl-jitter", 0, "flightcache/polling: core.TTLJitter fraction (0: none)")
+	cacheControl := flag.String("cache-control", "", "none: Cache-Control the origin sends with every body, for a proxy in front (default: none)")
 	flag.Parse()
 	if err := cfg.Check(); err != nil {
 		log.Fatal(err)
@@ -58,6 +60,7 @@ func main() {
 	var items http.Handler
 	switch *strategy {
 	case "none":
+		origin.CacheControl = *cacheControl
 		items = origin
 	case "singleflight":
 		items = collapse(origin)

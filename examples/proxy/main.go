@@ -5,23 +5,29 @@
 //
 //	go run ./examples/proxy -upstream http://127.0.0.1:8000 -redis 127.0.0.1:6379
 //
-// With a purge token (-purge-token, or FLIGHTCACHE_PURGE_TOKEN) it also
+// config.go reads the flags a deployment needs (Redis by URL, with a
+// password and TLS, or a Redis Cluster; the namespace; a local tier; the
+// body limit; the upstream timeouts), each also from an environment
+// variable; proxy -h lists them. With a purge token (-purge-token, or FLIGHTCACHE_PURGE_TOKEN) it also
 // answers PURGE requests; see purge.go. scripts/conformance.sh runs the
 // http-cache-tests suite through it.
 package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/examples/internal/app"
@@ -44,63 +50,59 @@ func understoodStatuses() []int {
 	return codes
 }
 
-// config is what the command line decides.
-type config struct {
-	upstream *url.URL
-	// publicHost is sent to the upstream as X-Forwarded-Host; "" sends
-	// none. Never the client's Host: see newHandler.
-	publicHost string
-	// purgeToken enables the purge endpoint; "" disables it.
-	purgeToken string
-	// cacheErrors lets error responses with explicit freshness be
-	// stored, as RFC 9111 allows and as this proxy did before.
-	cacheErrors bool
-}
-
 func main() {
-	listen := flag.String("listen", "127.0.0.1:8090", "address to serve on")
-	upstreamURL := flag.String("upstream", "", "URL of the origin server (required)")
-	redisAddr := flag.String("redis", "", "Redis host:port or URL (default $REDIS_URL; none: in-process store)")
-	namespace := flag.String("namespace", "flightcache-proxy", "cache key namespace in Redis")
-	publicHost := flag.String("public-host", "", "host[:port] to send upstream as X-Forwarded-Host (default: send none; never the client's Host)")
-	purgeToken := flag.String("purge-token", "", "bearer token that enables PURGE (default $FLIGHTCACHE_PURGE_TOKEN; none: purging is disabled)")
-	cacheErrors := flag.Bool("cache-errors", false, "store error responses (4xx but 404 and 410, and 5xx) that state their freshness")
-	earlyRefresh := flag.Float64("early-refresh", 0, "refresh hot entries in the background before they expire, within this many times their measured fetch time plus 100 ms (core.EarlyRefresh; 0: off, 2 is a good start)")
-	ttlJitter := flag.Float64("ttl-jitter", 0, "shorten each stored response's lifetime by a random part of up to this fraction, below 1 (core.TTLJitter; 0: none)")
-	flag.Parse()
-	if *earlyRefresh < 0 || *ttlJitter < 0 || *ttlJitter >= 1 {
-		fmt.Fprintln(os.Stderr, "proxy: -early-refresh must be at least 0, -ttl-jitter at least 0 and below 1")
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "proxy: %v\n(proxy -h lists every flag)\n", err)
 		os.Exit(2)
 	}
-	upstream, err := url.Parse(*upstreamURL)
-	if err != nil || upstream.Scheme == "" || upstream.Host == "" {
-		fmt.Fprintln(os.Stderr, "proxy: -upstream must be an absolute URL such as http://127.0.0.1:8000")
-		os.Exit(2)
-	}
-	token := *purgeToken
-	if token == "" {
-		token = os.Getenv("FLIGHTCACHE_PURGE_TOKEN")
-	}
-	if strings.ContainsAny(token, " \t\r\n") {
-		fmt.Fprintln(os.Stderr, "proxy: the purge token must not contain white space")
-		os.Exit(2)
-	}
-	if strings.ContainsAny(*publicHost, "/ \t\r\n") {
-		fmt.Fprintln(os.Stderr, "proxy: -public-host must be a host name with an optional port, such as www.example.com")
-		os.Exit(2)
-	}
-
-	opts := []core.Option{core.WithNamespace(*namespace), core.TTLJitter(*ttlJitter)}
-	if *earlyRefresh > 0 {
-		opts = append(opts, core.EarlyRefresh(*earlyRefresh))
-	}
-	c, closeStore := app.NewCache("proxy", *redisAddr, opts...)
+	store, closeStore := openStore(cfg)
 	defer closeStore()
-	if token != "" {
+	c := app.NewCacheOn("proxy", store, cfg.redis.describe(), cacheOptions(cfg)...)
+	if cfg.purgeToken != "" {
 		fmt.Fprintf(os.Stderr, "proxy: PURGE enabled (bearer token)\n")
 	}
-	cfg := config{upstream: upstream, publicHost: *publicHost, purgeToken: token, cacheErrors: *cacheErrors}
-	app.Serve("proxy", *listen, " (forwarding to "+upstream.String()+")", newHandler(c, cfg))
+	app.Serve("proxy", cfg.listen, " (forwarding to "+cfg.upstream.String()+")", newHandler(c, cfg))
+}
+
+// openStore returns the store cfg names and a function closing it. An
+// unreachable Redis is reported, not fatal: the cache serves uncached
+// until it answers, as it does when Redis fails later.
+func openStore(cfg config) (core.Store, func()) {
+	rdb := cfg.redis.client()
+	if rdb == nil {
+		s := core.NewMemoryStore(0)
+		return s, func() { s.Close() }
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		fmt.Fprintf(os.Stderr, "proxy: warning: %s does not answer (%v); serving uncached until it does\n", cfg.redis.describe(), err)
+	}
+	s := core.NewRedisStore(rdb)
+	return s, func() { s.Close(); rdb.Close() }
+}
+
+// cacheOptions are the cache-wide settings cfg asks for.
+func cacheOptions(cfg config) []core.Option {
+	opts := []core.Option{
+		core.WithNamespace(cfg.namespace),
+		// A fill lasts as long as the upstream exchange may.
+		core.WithFetchTimeout(cfg.timeout),
+	}
+	if cfg.localTier > 0 {
+		opts = append(opts, core.WithLocalTier(cfg.localTier))
+	}
+	if cfg.earlyRefresh > 0 {
+		opts = append(opts, core.EarlyRefresh(cfg.earlyRefresh))
+	}
+	if cfg.ttlJitter > 0 {
+		opts = append(opts, core.TTLJitter(cfg.ttlJitter))
+	}
+	return opts
 }
 
 // newHandler returns the proxy: purge requests are answered here, every
@@ -128,15 +130,21 @@ func newHandler(c *core.Cache, cfg config) http.Handler {
 			// Surrogate-Control (Edge Architecture 1.0).
 			pr.Out.Header.Set("Surrogate-Capability", `flightcache="Surrogate/1.0"`)
 		},
-		ModifyResponse: bufferUnsized,
-		ErrorLog:       log.Default(),
+		Transport:      upstreamTransport(cfg),
+		ModifyResponse: func(res *http.Response) error { return bufferUnsized(res, cfg.maxBody) },
+		ErrorHandler:   upstreamError,
 	}
-	var origin http.Handler = rp
-	if !cfg.cacheErrors {
-		origin = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			rp.ServeHTTP(&errorGuard{ResponseWriter: w}, r)
-		})
-	}
+	timeout := cfg.timeout
+	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// On a fill, core's fetch timeout (the same) bounds the context
+		// already; this bounds the requests the cache passes through.
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		if !cfg.cacheErrors {
+			w = &errorGuard{ResponseWriter: w}
+		}
+		rp.ServeHTTP(w, r.WithContext(ctx))
+	})
 	// The key is the upstream and the request target, not the Host the
 	// client used, so that instances on different addresses share entries.
 	// The query stays as sent: a generic upstream may care about its order.
@@ -146,10 +154,42 @@ func newHandler(c *core.Cache, cfg config) http.Handler {
 	// invent one for someone else's upstream.
 	cached := nethttpmw.Middleware(c,
 		core.ExplicitFreshnessOnly(),
+		core.MaxBodySize(int(cfg.maxBody)),
 		core.Statuses(understoodStatuses()...),
 		core.KeyFunc(keyFor),
 	)(origin)
 	return &purger{c: c, token: cfg.purgeToken, keyFor: keyFor, next: stripHopByHop(cached)}
+}
+
+// upstreamTransport is http.DefaultTransport's configuration with cfg's
+// timeouts, and enough idle connections kept to the one upstream for a
+// proxy's concurrency (the default keeps 2).
+func upstreamTransport(cfg config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = cfg.dialTimeout
+	t.ResponseHeaderTimeout = cfg.headerTimeout
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 256
+	return t
+}
+
+// upstreamError answers a request the upstream did not: 504 when it timed
+// out (connecting, waiting for the header, or the whole exchange), 502
+// otherwise. The answer is marked no-store: it says nothing about the
+// resource, and under the default settings errorGuard keeps it out of the
+// store anyway.
+func upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		status = http.StatusGatewayTimeout
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client left: nobody reads the answer
+	}
+	log.Printf("proxy: upstream %s %s: %v", r.Method, r.URL.RequestURI(), err)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, http.StatusText(status), status)
 }
 
 // unshared reports whether a response with this status is kept out of the
@@ -260,19 +300,19 @@ func hasToken(v, token string) bool {
 }
 
 // bufferUnsized reads a GET response of unknown length (chunked, say)
-// into memory when it fits the cache's body limit: ReverseProxy flushes
-// such a response after every write, and core stores no response that
-// flushes. Event streams and larger bodies still stream.
-func bufferUnsized(res *http.Response) error {
+// into memory when it fits limit, the cache's body limit (-max-body):
+// ReverseProxy flushes such a response after every write, and core stores
+// no response that flushes. Event streams and larger bodies still stream.
+func bufferUnsized(res *http.Response, limit int64) error {
 	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
 	if res.ContentLength >= 0 || ct == "text/event-stream" || res.Request.Method != http.MethodGet {
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, core.DefaultMaxBodySize+1))
+	body, err := io.ReadAll(io.LimitReader(res.Body, limit+1))
 	if err != nil {
 		return err
 	}
-	if len(body) > core.DefaultMaxBodySize {
+	if int64(len(body)) > limit {
 		res.Body = struct {
 			io.Reader
 			io.Closer

@@ -112,14 +112,21 @@ var nsSeq atomic.Int64
 // startProxy runs the proxy for up on a free loopback port with the given
 // extra arguments, waits until it answers, and returns its address
 // (host:port). The process is stopped, by its PID, when the test ends.
-// env is added to the process's environment; FLIGHTCACHE_PURGE_TOKEN and
-// REDIS_URL are taken from it only.
+// env is added to the process's environment; the variables the proxy
+// reads are taken from it only.
 func startProxy(t *testing.T, up *upstream, env []string, args ...string) string {
+	t.Helper()
+	addr, _ := startProxyLogs(t, up, env, args...)
+	return addr
+}
+
+// startProxyLogs is startProxy, also returning what the proxy prints.
+func startProxyLogs(t *testing.T, up *upstream, env []string, args ...string) (string, *lockedBuffer) {
 	t.Helper()
 	bin := proxyBinary(t)
 	// Without -redis the proxy caches in FLIGHTCACHE_REDIS_ADDR's
 	// redis-server, or with -short and none set, in its memory store.
-	if !hasArg(args, "-redis") && (os.Getenv("FLIGHTCACHE_REDIS_ADDR") != "" || !testing.Short()) {
+	if !hasArg(args, "-redis") && !hasArg(args, "-redis-cluster") && hasRedis() {
 		ns := fmt.Sprintf("proxytest-%d-%d-%d", os.Getpid(), time.Now().UnixNano(), nsSeq.Add(1))
 		args = append(args, "-redis", repotest.RedisAddr(t), "-namespace", ns)
 	}
@@ -127,7 +134,7 @@ func startProxy(t *testing.T, up *upstream, env []string, args ...string) string
 	args = append([]string{"-listen", addr, "-upstream", up.URL}, args...)
 	cmd := exec.Command(bin, args...)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FLIGHTCACHE_PURGE_TOKEN=") && !strings.HasPrefix(kv, "REDIS_URL=") {
+		if name, _, _ := strings.Cut(kv, "="); !proxyReads(name) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
@@ -137,10 +144,10 @@ func startProxy(t *testing.T, up *upstream, env []string, args ...string) string
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(15 * time.Second):
@@ -157,14 +164,32 @@ func startProxy(t *testing.T, up *upstream, env []string, args ...string) string
 		if err == nil {
 			resp.Body.Close()
 			if resp.Header.Get("X-Cache") != "" {
-				return addr
+				return addr, &logs
 			}
+		}
+		select {
+		case <-done:
+			t.Fatalf("the proxy exited at start:\n%s", logs.String())
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the proxy did not come up on %s within 30s:\n%s", addr, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// proxyReads reports whether the proxy reads the environment variable name.
+func proxyReads(name string) bool {
+	if name == passwordEnv {
+		return true
+	}
+	for _, v := range envOf {
+		if v == name {
+			return true
+		}
+	}
+	return false
 }
 
 func hasArg(args []string, name string) bool {

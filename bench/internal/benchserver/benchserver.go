@@ -109,7 +109,14 @@ type Origin struct {
 	rdb   redis.UniversalClient
 	run   string
 	delay time.Duration
+
+	// CacheControl, when not "", is sent with every body ServeHTTP
+	// answers, for caches that honour the origin's freshness (a proxy).
+	CacheControl string
 }
+
+// MaxBodySize bounds the size query parameter of [Origin.ServeHTTP].
+const MaxBodySize = 1 << 20
 
 // NewOrigin returns the origin of run, counting its calls in rdb.
 func NewOrigin(rdb redis.UniversalClient, run string, delay time.Duration) *Origin {
@@ -119,6 +126,11 @@ func NewOrigin(rdb redis.UniversalClient, run string, delay time.Duration) *Orig
 // Render counts one origin call, takes the origin delay and returns the
 // body for item. It stops early, with ctx's error, when ctx ends.
 func (o *Origin) Render(ctx context.Context, item string) ([]byte, error) {
+	return o.RenderSize(ctx, item, BodySize)
+}
+
+// RenderSize is Render with a body of size bytes.
+func (o *Origin) RenderSize(ctx context.Context, item string, size int) ([]byte, error) {
 	n, err := o.rdb.Incr(ctx, CallsKey(o.run)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("benchserver: count origin call: %w", err)
@@ -130,16 +142,30 @@ func (o *Origin) Render(ctx context.Context, item string) ([]byte, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return Body(n, o.run, item), nil
+	return BodyOfSize(n, o.run, item, size), nil
 }
 
 // ServeHTTP renders the item named by the path after [ItemPrefix] on the
-// request's context. A failed call to Redis is a 502.
+// request's context, [BodySize] bytes long or as many as the query
+// parameter size asks (up to [MaxBodySize]). A failed call to Redis is a
+// 502.
 func (o *Origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	b, err := o.Render(r.Context(), strings.TrimPrefix(r.URL.Path, ItemPrefix))
+	size := BodySize
+	if v := r.URL.Query().Get("size"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > MaxBodySize {
+			http.Error(w, "size: want 1 to 1048576", http.StatusBadRequest)
+			return
+		}
+		size = n
+	}
+	b, err := o.RenderSize(r.Context(), strings.TrimPrefix(r.URL.Path, ItemPrefix), size)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
+	}
+	if o.CacheControl != "" {
+		w.Header().Set("Cache-Control", o.CacheControl)
 	}
 	WriteBody(w, b)
 }
@@ -153,10 +179,14 @@ func WriteBody(w http.ResponseWriter, body []byte) {
 
 // Body returns origin call n's rendering of item in run: a first line
 // "call <n> run <run> item <item>", then padding up to [BodySize] bytes.
-func Body(n int64, run, item string) []byte {
-	b := make([]byte, 0, BodySize)
+func Body(n int64, run, item string) []byte { return BodyOfSize(n, run, item, BodySize) }
+
+// BodyOfSize is [Body] padded to size bytes (or to its first line, if
+// that is longer).
+func BodyOfSize(n int64, run, item string, size int) []byte {
+	b := make([]byte, 0, size)
 	b = fmt.Appendf(b, "call %d run %s item %s\n", n, run, item)
-	for len(b) < BodySize-1 {
+	for len(b) < size-1 {
 		b = append(b, '.')
 	}
 	return append(b, '\n')

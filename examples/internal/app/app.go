@@ -54,6 +54,12 @@ func NewCache(who, redisAddr string, opts ...core.Option) (*core.Cache, func()) 
 	if err != nil {
 		log.Fatal(err)
 	}
+	return NewCacheOn(who, store, desc, opts...), closeStore
+}
+
+// NewCacheOn returns a cache on store, described by desc, that logs the
+// errors it absorbs, as [NewCache] does.
+func NewCacheOn(who string, store core.Store, desc string, opts ...core.Option) *core.Cache {
 	fmt.Fprintf(os.Stderr, "%s: caching in %s\n", who, desc)
 	opts = append(opts, core.WithObserver(func(err error) {
 		var ce *core.Error
@@ -67,7 +73,7 @@ func NewCache(who, redisAddr string, opts ...core.Option) (*core.Cache, func()) 
 			log.Printf("cache (serving uncached): %v", err)
 		}
 	}))
-	return core.New(store, opts...), closeStore
+	return core.New(store, opts...)
 }
 
 // Stats returns the cache's counters and the program's origin calls, as
