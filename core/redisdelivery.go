@@ -287,7 +287,7 @@ func (s *RedisStore) liveTiers(ctx context.Context) (map[string]time.Duration, e
 
 // startHeartbeat makes this store a member of the registry of tiers and
 // renews its lease until Close, and waits for the first lease, at most
-// until ctx ends.
+// until ctx ends or a lease length has passed.
 func (s *RedisStore) startHeartbeat(ctx context.Context) {
 	d := &s.fleet
 	d.mu.Lock()
@@ -299,9 +299,12 @@ func (s *RedisStore) startHeartbeat(ctx context.Context) {
 	}
 	current := d.current
 	d.mu.Unlock()
+	t := time.NewTimer(d.lease)
+	defer t.Stop()
 	select {
 	case <-current:
 	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -425,6 +428,15 @@ func (s *RedisStore) beat() {
 		r.expected = sent
 		d.echoed(round, r)
 	}
+}
+
+// suspend ends the lease: the subscription broke and is coming back.
+// Heartbeats sent before now are forgotten.
+func (d *fleetDelivery) suspend() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.until.Store(0)
+	clear(d.rounds)
 }
 
 // echo records a heartbeat that came back through the subscription.

@@ -261,7 +261,7 @@ func (s *RedisStore) listen(ctx context.Context) error {
 		_ = ps.Close()
 		return err
 	}
-	for range 3 {
+	for range subscriptions {
 		if _, err := ps.Receive(ctx); err != nil {
 			_ = ps.Close()
 			return err
@@ -300,13 +300,20 @@ func (s *RedisStore) forward(ch <-chan any, done chan<- struct{}) {
 		case *redis.Subscription:
 			// listen consumed the first confirmations, so this is go-redis
 			// subscribing again on a new connection: invalidations
-			// published while it had none were lost.
-			if msg.Kind == "psubscribe" && msg.Channel == invalidatedPattern {
-				s.watchers.reset()
-			}
+			// published while it had none were lost, and until every
+			// channel is subscribed again, more may be. At each
+			// confirmation the watchers reset, the lease ends, and
+			// heartbeats sent before it are forgotten: the lease comes
+			// back with a heartbeat sent after the last one.
+			s.watchers.reset()
+			s.fleet.suspend()
 		}
 	}
 }
+
+// subscriptions is how many channels and patterns the store's
+// subscription holds: the two patterns and its own channel.
+const subscriptions = 3
 
 // tagMember is the one member of the sorted set that holds a purge
 // counter: its score is the counter. A sorted set, rather than a string,
