@@ -37,9 +37,24 @@ func newBreakerStore(s Store, failures int, cooldown time.Duration, report func(
 		// A caller that gave up says nothing about the store.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			report(&Error{Op: OpBreaker, Err: fmt.Errorf("circuit %s -> %s", from, to)})
+			report(&Error{Op: OpBreaker, Err: &breakerChange{breakerState(from), breakerState(to)}})
 		},
 	})}
+}
+
+// breakerChange is the error an [OpBreaker] report carries.
+type breakerChange struct{ from, to BreakerState }
+
+func (b *breakerChange) Error() string { return fmt.Sprintf("circuit %s -> %s", b.from, b.to) }
+
+func breakerState(s gobreaker.State) BreakerState {
+	switch s {
+	case gobreaker.StateOpen:
+		return BreakerOpen
+	case gobreaker.StateHalfOpen:
+		return BreakerHalfOpen
+	}
+	return BreakerClosed
 }
 
 // guard runs f if the breaker lets it.

@@ -44,6 +44,9 @@ import (
 // request only.
 func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern string, next func(http.ResponseWriter, *http.Request) error) error {
 	c := rt.c
+	if c.cfg.events.Request != nil && timesOf(w) == nil {
+		return rt.serveObserved(w, r, pattern, next)
+	}
 	p := rt.policyFor(pattern)
 	if unsafeMethod(r.Method) {
 		return rt.serveUnsafe(w, r, pattern, next)
@@ -72,6 +75,9 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 			if resp, err := res.local.response(); err == nil {
 				c.stats.LocalHits.Add(1)
 				c.stats.Hits.Add(1)
+				if c.cfg.events.Request != nil {
+					timesOf(w).source, timesOf(w).loaded = fromLocal, true
+				}
 				return rt.serveHit(w, r, next, credentialed, resp, res, now)
 			}
 		}
@@ -231,12 +237,20 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 			panic(v)
 		}
 	}()
-	return f.rt.c.load(f.r.Context(), key, flight{
+	var times *requestTimes // an observed request's (Events.Request)
+	if f.rt.c.cfg.events.Request != nil {
+		times = timesOf(f.w)
+	}
+	res, err = f.rt.c.load(f.r.Context(), key, flight{
 		bound:       true,
 		solo:        f.credentialed,
 		ownFailures: true,
 		tagged:      true,
+		times:       times,
 		fetch: func(ctx context.Context, stale []byte) (outcome, error) {
+			if t := timesOf(f.w); t != nil {
+				defer func(began time.Time) { t.fetch += time.Since(began) }(time.Now())
+			}
 			return f.fetch(ctx, key, index, stale)
 		},
 		staleOK: func(stale result) bool {
@@ -258,6 +272,10 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 			return g.fetch(ctx, key, index, stale)
 		},
 	})
+	if times != nil {
+		times.source, times.loaded = res.source, true
+	}
+	return res, err
 }
 
 // sinkWriter is the client writer of an early refresh's fill: the
@@ -1079,7 +1097,8 @@ func (rt *Middleware) invalidateTargets(r *http.Request, pattern string, h http.
 		target := *r
 		target.URL = u
 		if key, ok := p.urlKey(&target); ok {
-			c.invalidate(r.Context(), storeKey(c.cfg.namespace, key), false)
+			err := c.invalidate(r.Context(), storeKey(c.cfg.namespace, key), false)
+			c.invalidated(r.Context(), InvalidatedByUnsafe, err)
 		}
 	}
 }

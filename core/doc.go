@@ -108,7 +108,8 @@
 //     get ([KeepTagHeader] keeps it); none derived from the request
 //     ([Tags]). At most [MaxTags] tags of at most [MaxTagLength] bytes;
 //     a response past that is not stored.
-//   - [WithObserver]: none; [Stats.Errors] still counts.
+//   - [WithObserver], [WithEvents], [WithLogger]: none; [Stats.Errors]
+//     still counts.
 //   - [WithLockExpiry]: 1.5 s ([DefaultLockExpiry]), a lease the filler
 //     renews every 0.3 s while it fills, so a dead filler's waiters take
 //     over within about 1.75 s. [WithWaitTimeout]: 10 s. [WithFetchTimeout]:
@@ -130,4 +131,14 @@
 // fetch, and SET NX still makes every caller get the first committed value.
 // The origin's own errors and panics reach every caller of that fill,
 // unchanged, and nothing is cached.
+//
+// # Observability
+//
+// [WithEvents] calls the functions of an [Events] as the cache works: per
+// HTTP request (how it was served, by route pattern), per fill (lock,
+// wait, fetch, commit), and for errors, breaker changes, local-tier
+// evictions and invalidations. Unset functions cost nothing. The module
+// github.com/flightcache/flightcache/flightotel turns them into
+// OpenTelemetry metrics and spans. [WithLogger] logs absorbed errors,
+// rate-limited, and breaker changes; [Stats.Snapshot] copies the counters.
 package core

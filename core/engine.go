@@ -48,6 +48,7 @@ type Cache struct {
 	filling sync.Map
 	local   *localTier // nil unless WithLocalTier
 	keys    keyMemo    // store keys of recent cache keys (the HTTP layer's)
+	log     *errorLog  // nil unless WithLogger
 	// epochKey is the store key of the namespace's tag purge epoch.
 	epochKey string
 	// unfenced turns fencing off (tests only, to show what it prevents):
@@ -83,6 +84,13 @@ type Stats struct {
 	// origin call when another process is refreshing the same entry
 	// (Fetches counts the calls).
 	EarlyRefreshes atomic.Int64
+	// LocalEvictions counts entries the local tier evicted to stay within
+	// its size, LocalResets the times it was emptied because invalidations
+	// may have been missed.
+	LocalEvictions atomic.Int64
+	LocalResets    atomic.Int64
+
+	local atomic.Pointer[localTier] // for Snapshot's LocalBytes
 }
 
 // New returns a Cache that fills through store. It does no I/O and panics
@@ -96,6 +104,7 @@ func New(store Store, opts ...Option) *Cache {
 		o.apply(&c.cfg)
 	}
 	c.epochKey = epochKey(c.cfg.namespace)
+	c.log = newErrorLog(c.cfg.logger)
 	if c.cfg.breakerFailures > 0 {
 		c.store = newBreakerStore(store, c.cfg.breakerFailures, c.cfg.breakerCooldown, func(err error) {
 			c.report(context.Background(), OpBreaker, "", err)
@@ -343,6 +352,9 @@ type flight struct {
 	background fetchFunc
 	// jitter is the policy's TTLJitter fraction (0: none).
 	jitter float64
+	// times, if set, collects the caller's lookup and fill times (an
+	// observed HTTP request, see Events.Request).
+	times *requestTimes
 }
 
 // errLeaderLeft ends a bound fill whose caller left before it started; its
@@ -391,7 +403,14 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 			}
 			return r, err
 		}
+		var looked time.Time
+		if f.times != nil {
+			looked = time.Now()
+		}
 		r, ok := c.lookup(ctx, key)
+		if f.times != nil {
+			f.times.lookup += time.Since(looked)
+		}
 		if ok {
 			c.stats.Hits.Add(1)
 			if f.early > 0 && !f.solo && c.refreshDue(r, f.early) && (f.earlyOK == nil || f.earlyOK(r)) && !c.refreshingNow(key) {
@@ -487,16 +506,27 @@ func (c *Cache) join(ctx context.Context, key string, f flight, stale, ahead *re
 	// runs if this caller leads, so it tells the leader from the waiters.
 	var state atomic.Int32
 	joinedAt := time.Now()
+	if f.times != nil {
+		defer func() { f.times.join += time.Since(joinedAt) }()
+	}
 	ch := c.flight.DoChan(key, func() (any, error) {
 		if !state.CompareAndSwap(flightPending, flightRunning) {
 			return result{}, errLeaderLeft
 		}
 		c.filling.Store(key, struct{}{})
 		defer c.filling.Delete(key)
+		fctx, done := c.fillStarted(context.WithoutCancel(ctx))
+		var r result
+		var err error
 		if ahead != nil {
-			return c.fillAhead(context.WithoutCancel(ctx), key, c.fetchOf(key, f), *ahead)
+			r, err = c.fillAhead(fctx, key, c.fetchOf(key, f), *ahead)
+		} else {
+			r, err = c.fill(fctx, key, c.fetchOf(key, f), stale)
 		}
-		return c.fill(context.WithoutCancel(ctx), key, c.fetchOf(key, f), stale)
+		if done != nil {
+			done(r, err)
+		}
+		return r, err
 	})
 	var res singleflight.Result
 	select {
@@ -603,8 +633,16 @@ func (c *Cache) fillLocked(ctx context.Context, key string, fetch fetchFunc, loc
 // the lock frees up (the filler failed or died; then this process fills),
 // or the wait timeout passes (then it fetches unlocked and lets SET NX
 // decide).
-func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock) (result, error) {
+func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock) (res result, err error) {
+	ctx, waited, slot := c.waitStarted(ctx)
+	how := WokenNone
+	if waited != nil {
+		defer func() { waited(how, err == nil && res.source == fromWaited) }()
+	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	if slot != nil {
+		sctx = context.WithValue(sctx, wakeSlotKey{}, slot)
+	}
 	woken, unsubscribe, err := c.store.Subscribe(sctx, key)
 	cancel()
 	if err != nil {
@@ -641,8 +679,11 @@ func (c *Cache) wait(ctx context.Context, key string, fetch fetchFunc, lock Lock
 		}
 		select {
 		case <-woken:
+			how = WokenNotify
 		case <-poll.C:
+			how = WokenPoll
 		case <-deadline.C:
+			how = WokenTimeout
 			return c.fetch(ctx, key, fetch, stale)
 		}
 	}
@@ -813,6 +854,17 @@ func (c *Cache) tagKeys(tags []entry.Tag) []string {
 // call runs fetch once, turning a panic into a *panicError for every caller.
 func (c *Cache) call(ctx context.Context, fetch fetchFunc, stale []byte) (o outcome, err error) {
 	c.stats.Fetches.Add(1)
+	if ev := &c.cfg.events; ev.FetchStart != nil || ev.FetchDone != nil {
+		if ev.FetchStart != nil {
+			ctx = ev.FetchStart(ctx)
+		}
+		start := time.Now()
+		defer func() {
+			if ev.FetchDone != nil {
+				ev.FetchDone(ctx, FetchEvent{Duration: time.Since(start), Err: err})
+			}
+		}()
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			err = &panicError{value: v, stack: debug.Stack()}
@@ -841,6 +893,11 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep,
 	mine := result{value: value, storedAt: now, ttl: ttl, shared: true, source: fromFill, fetched: fetched.Truncate(time.Millisecond)}
 	uncommitted := func(fenced bool) result {
 		mine.storedAt, mine.leaderOnly = time.Time{}, fenced
+		if fenced {
+			c.committed(ctx, CommitRefused)
+		} else {
+			c.committed(ctx, CommitFailed)
+		}
 		if !fenced {
 			// The store failed: nothing is promised while it does, and a
 			// caller that joined late gets this value rather than another
@@ -859,6 +916,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep,
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
+	sctx = c.propagating(sctx) // for the commit's notification
 	mine.validAt = time.Now()
 	var enc []byte
 	if len(tg.tags) == 0 {
@@ -881,12 +939,14 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep,
 		}
 		if won {
 			c.stats.Commits.Add(1)
+			c.committed(ctx, CommitWon)
 			return mine
 		}
 		e, err := entry.Decode(stored)
 		switch {
 		case err == nil && (e.Kind == entry.KindValue || e.Kind == entry.KindTagged && c.tagsCurrentOr(ctx, sctx, key, e.Tags)) && c.fresh(e):
 			c.stats.LostCommits.Add(1)
+			c.committed(ctx, CommitLost)
 			return result{value: e.Value, storedAt: e.StoredAt, ttl: e.TTL, shared: true, source: fromFill, validAt: mine.validAt, tags: e.Tags}
 		case err == nil && (e.Kind == entry.KindTombstone || e.Kind == entry.KindPurged) && !c.unfenced:
 			c.stats.FencedCommits.Add(1)
@@ -906,6 +966,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep,
 	}
 	if ok {
 		c.stats.Commits.Add(1)
+		c.committed(ctx, CommitWon)
 		return mine
 	}
 	// The key changed since it was read: another fill committed first
@@ -913,6 +974,7 @@ func (c *Cache) commit(ctx context.Context, key string, value []byte, ttl, keep,
 	r, ok := c.lookup(ctx, key)
 	if ok {
 		c.stats.LostCommits.Add(1)
+		c.committed(ctx, CommitLost)
 		r.source = fromFill
 		return r
 	}
@@ -1117,8 +1179,13 @@ func (c *Cache) lock(ctx context.Context, key string, lock Lock) error {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
 	err := lock.TryLock(sctx)
-	if err != nil && !errors.Is(err, ErrLockHeld) {
-		c.report(ctx, OpLock, key, err)
+	switch {
+	case err == nil:
+		c.lockOutcome(ctx, LockAcquired)
+	case errors.Is(err, ErrLockHeld):
+		c.lockOutcome(ctx, LockHeld)
+	default:
+		c.report(ctx, OpLock, key, err) // LockFailed
 	}
 	return err
 }
@@ -1192,9 +1259,11 @@ func (c *Cache) report(ctx context.Context, op, key string, err error) {
 		err = ce.Err // already described
 	}
 	c.stats.Errors.Add(1)
+	e := &Error{Op: op, Key: key, Err: err}
 	if c.cfg.observer != nil {
-		c.cfg.observer(&Error{Op: op, Key: key, Err: err})
+		c.cfg.observer(e)
 	}
+	c.reported(ctx, e)
 }
 
 // deadlineCtx carries a deadline without arming a timer: the lookup of

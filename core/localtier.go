@@ -85,6 +85,9 @@ type localTier struct {
 	report  func(ctx context.Context, err error)
 	guard   func(f func() error) error // the circuit breaker's, if any
 	now     func() time.Time           // the cache's clock
+	// onChange, if set (before the tier is used), hears of evictions and
+	// resets.
+	onChange func(LocalTierEvent)
 
 	seed     maphash.Seed
 	stripes  [localStripes]atomic.Uint64 // invalidations seen, by key stripe
@@ -173,7 +176,8 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, now 
 	}
 	clock := &notedClock{}
 	clock.note(now())
-	return &localTier{
+	var l *localTier
+	l = &localTier{
 		clock:  clock,
 		Store:  shared,
 		source: source,
@@ -191,8 +195,15 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, now 
 				return time.Duration(e.Value.e.Expires().UnixNano() - clock.NowNano())
 			}),
 			Clock: clock,
+			// Under otter's bucket lock: counting only.
+			OnAtomicDeletion: func(e otter.DeletionEvent[string, localEntry]) {
+				if e.Cause == otter.CauseOverflow && l.onChange != nil {
+					l.onChange(LocalTierEvent{Evicted: 1})
+				}
+			},
 		}),
 	}
+	return l
 }
 
 // notedClock is otter's clock: the time the tier last noted, at a
@@ -410,6 +421,9 @@ func (l *localTier) reset() {
 		unwatch()
 	}
 	l.entries.InvalidateAll()
+	if l.onChange != nil {
+		l.onChange(LocalTierEvent{Reset: true})
+	}
 }
 
 // watch registers the tier with the store's invalidation broadcasts and
@@ -521,5 +535,7 @@ func (c *Cache) installLocalTier(shared Store) {
 	c.local = newLocalTier(c.store, source, c.cfg.localTierBytes, func() time.Time { return c.now() }, func(ctx context.Context, err error) {
 		c.report(ctx, OpWatch, "", err)
 	})
+	c.local.onChange = c.localTierChanged
+	c.stats.local.Store(c.local)
 	c.store = c.local
 }

@@ -86,16 +86,16 @@ func (s *MemoryStore) Get(_ context.Context, key string) ([]byte, error) {
 }
 
 // SetNX implements [Store].
-func (s *MemoryStore) SetNX(_ context.Context, key string, value []byte, ttl time.Duration) ([]byte, bool, error) {
+func (s *MemoryStore) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) ([]byte, bool, error) {
 	v, won := s.values.SetIfAbsent(key, memValue{data: bytes.Clone(value), ttl: ttl})
 	if won {
-		s.wake.Wake(key)
+		s.wake.WakeWith(key, propagated(ctx))
 	}
 	return v.data, won, nil
 }
 
 // Replace implements [Store].
-func (s *MemoryStore) Replace(_ context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+func (s *MemoryStore) Replace(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
 	replaced := false
 	s.values.Compute(key, func(cur memValue, found bool) (memValue, otter.ComputeOp) {
 		if !found || !bytes.Equal(cur.data, old) {
@@ -105,7 +105,7 @@ func (s *MemoryStore) Replace(_ context.Context, key string, old, value []byte, 
 		return memValue{data: bytes.Clone(value), ttl: ttl}, otter.WriteOp
 	})
 	if replaced {
-		s.wake.Wake(key)
+		s.wake.WakeWith(key, propagated(ctx))
 		s.watchers.invalidate(key)
 	}
 	return replaced, nil
@@ -144,8 +144,8 @@ func (s *MemoryStore) NewLock(key string, expiry time.Duration) Lock {
 }
 
 // Subscribe implements [Store].
-func (s *MemoryStore) Subscribe(_ context.Context, key string) (<-chan struct{}, func(), error) {
-	ch, cancel := s.wake.Add(key)
+func (s *MemoryStore) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	ch, cancel := s.wake.AddWithSlot(key, wakeSlot(ctx))
 	return ch, cancel, nil
 }
 

@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"time"
@@ -47,6 +48,9 @@ type config struct {
 	breakerCooldown time.Duration
 
 	localTierBytes int64 // 0: no local tier
+
+	events Events       // see WithEvents
+	logger *slog.Logger // see WithLogger
 }
 
 func defaultConfig() config {

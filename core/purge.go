@@ -56,7 +56,9 @@ func (c *Cache) Purge(ctx context.Context, key string, opts ...PurgeOption) erro
 	for _, o := range opts {
 		o.applyPurge(&pc)
 	}
-	if err := c.invalidate(ctx, storeKey(c.cfg.namespace, key), pc.soft); err != nil {
+	err := c.invalidate(ctx, storeKey(c.cfg.namespace, key), pc.soft)
+	c.invalidated(ctx, InvalidatedByPurge, err)
+	if err != nil {
 		return fmt.Errorf("flightcache: purge: %w", err)
 	}
 	return nil
@@ -95,7 +97,9 @@ func (c *Cache) PurgeURL(ctx context.Context, rawURL string, opts ...PurgeOption
 	if !ok {
 		return fmt.Errorf("flightcache: purge url: the query of %q cannot be keyed", rawURL)
 	}
-	if err := c.invalidate(ctx, storeKey(c.cfg.namespace, key), pc.soft); err != nil {
+	err = c.invalidate(ctx, storeKey(c.cfg.namespace, key), pc.soft)
+	c.invalidated(ctx, InvalidatedByPurgeURL, err)
+	if err != nil {
 		return fmt.Errorf("flightcache: purge url: %w", err)
 	}
 	return nil
@@ -145,7 +149,9 @@ func (c *Cache) purgeTags(ctx context.Context, tags []string) error {
 	ctx = context.WithoutCancel(ctx)
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
-	if err := c.store.PurgeTags(sctx, c.epochKey, keys); err != nil {
+	err := c.store.PurgeTags(sctx, c.epochKey, keys)
+	c.invalidated(ctx, InvalidatedByPurgeTags, err)
+	if err != nil {
 		c.report(ctx, OpInvalidate, c.epochKey, err)
 		return fmt.Errorf("flightcache: purge tags: %w", err)
 	}

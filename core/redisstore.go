@@ -122,7 +122,7 @@ func (s *RedisStore) SetNX(ctx context.Context, key string, value []byte, ttl ti
 		set = p.SetArgs(ctx, key, value, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true})
 		// A lost notification costs a waiter one poll interval, nothing
 		// more, so the PUBLISH result is not checked.
-		p.Publish(ctx, key+channelSuffix, "")
+		p.Publish(ctx, key+channelSuffix, propagated(ctx))
 		return nil
 	})
 	old, err := set.Result()
@@ -153,7 +153,7 @@ func (s *RedisStore) replace(ctx context.Context, key string, old, value []byte,
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, key, value, ttl)
-			p.Publish(ctx, key+channelSuffix, "")
+			p.Publish(ctx, key+channelSuffix, propagated(ctx))
 			p.Publish(ctx, key+invalidatedSuffix, payload)
 			return nil
 		})
@@ -230,7 +230,7 @@ func (s *RedisStore) Subscribe(ctx context.Context, key string) (<-chan struct{}
 	if err := s.listen(ctx); err != nil {
 		return nil, nil, err
 	}
-	ch, cancel := s.wake.Add(key)
+	ch, cancel := s.wake.AddWithSlot(key, wakeSlot(ctx))
 	return ch, cancel, nil
 }
 
@@ -295,7 +295,9 @@ func (s *RedisStore) forward(ch <-chan any, done chan<- struct{}) {
 			} else if strings.HasPrefix(msg.Channel, tierChannelPrefix) {
 				s.fleet.deliverOwn(msg.Payload)
 			} else {
-				s.wake.Wake(strings.TrimSuffix(msg.Channel, channelSuffix))
+				// The payload is the filler's Events.Propagate string,
+				// empty from a Notify or an earlier version.
+				s.wake.WakeWith(strings.TrimSuffix(msg.Channel, channelSuffix), boundedPayload(msg.Payload))
 			}
 		case *redis.Subscription:
 			// listen consumed the first confirmations, so this is go-redis
@@ -460,4 +462,14 @@ func lockLost(ok bool, err error) error {
 		return fmt.Errorf("%w: %v", ErrLockNotHeld, err)
 	}
 	return err
+}
+
+// boundedPayload is a notification's payload if it is no longer than
+// MaxPropagated, else "": a foreign publisher cannot make waiters hold
+// large strings.
+func boundedPayload(p string) string {
+	if len(p) > MaxPropagated {
+		return ""
+	}
+	return p
 }

@@ -135,4 +135,6 @@ func (c *Cache) variants(ctx context.Context, key string, value []byte) (entry.V
 }
 
 // dropIndex invalidates the variant index at key, retiring its variants.
-func (c *Cache) dropIndex(ctx context.Context, key string) { c.invalidate(ctx, key, false) }
+func (c *Cache) dropIndex(ctx context.Context, key string) {
+	c.invalidated(ctx, InvalidatedByVaryChange, c.invalidate(ctx, key, false))
+}

@@ -74,5 +74,5 @@ func main() {
 
 	// An echo instance is an http.Handler; serving it directly keeps the
 	// same graceful shutdown as the other examples.
-	app.Serve("echo "+*name, *listen, "/articles/hello", e)
+	app.Serve("echo "+*name, *listen, "/articles/hello", app.Instrument("echo", e))
 }

@@ -84,5 +84,5 @@ func main() {
 		gc.JSON(http.StatusOK, app.Stats(c, originCalls.Load()))
 	})
 
-	app.Serve("gin "+*name, *listen, "/products/1", r)
+	app.Serve("gin "+*name, *listen, "/products/1", app.Instrument("gin", r))
 }

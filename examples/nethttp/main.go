@@ -58,5 +58,5 @@ func main() {
 		"GET /admin/*":       {core.NoCache()},
 	}))(mux)
 
-	app.Serve("nethttp "+*name, *listen, "/products/1", handler)
+	app.Serve("nethttp "+*name, *listen, "/products/1", app.Instrument("nethttp", handler))
 }

@@ -47,18 +47,19 @@ func Open(addr string) (core.Store, string, func(), error) {
 }
 
 // NewCache opens the store (see [Open]) and returns a cache on it that logs
-// the errors it absorbs, and a function releasing the store. who names the
-// program in what it prints.
+// the errors it absorbs and reports its events to OpenTelemetry (see
+// [Instrument]), and a function releasing the store and flushing traces.
+// who names the program in what it prints.
 func NewCache(who, redisAddr string, opts ...core.Option) (*core.Cache, func()) {
 	store, desc, closeStore, err := Open(redisAddr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	return NewCacheOn(who, store, desc, opts...), closeStore
+	return NewCacheOn(who, store, desc, opts...), func() { closeStore(); telemetry().shutdown() }
 }
 
 // NewCacheOn returns a cache on store, described by desc, that logs the
-// errors it absorbs, as [NewCache] does.
+// errors it absorbs and reports its events, as [NewCache] does.
 func NewCacheOn(who string, store core.Store, desc string, opts ...core.Option) *core.Cache {
 	fmt.Fprintf(os.Stderr, "%s: caching in %s\n", who, desc)
 	opts = append(opts, core.WithObserver(func(err error) {
@@ -73,7 +74,10 @@ func NewCacheOn(who string, store core.Store, desc string, opts ...core.Option) 
 			log.Printf("cache (serving uncached): %v", err)
 		}
 	}))
-	return core.New(store, opts...)
+	tel := telemetry().tel
+	c := core.New(store, append(opts, core.WithEvents(tel.Events()))...)
+	tel.Observe(c)
+	return c
 }
 
 // Stats returns the cache's counters and the program's origin calls, as
