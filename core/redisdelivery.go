@@ -220,7 +220,10 @@ func (s *RedisStore) awaitDelivery(ctx context.Context, sent int64, waits ...*ac
 	}
 	d.mu.Unlock()
 	for _, w := range waits {
-		for !d.waitAnswers(w, sent) {
+		for done := false; !done; {
+			// Not done: the wait for the longest silent lease ended; the
+			// stores still silent are looked at again.
+			done = d.waitAnswers(w, sent)
 		}
 	}
 	return nil
