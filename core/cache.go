@@ -71,7 +71,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		// A hit due for an early refresh takes the fill's path, which
 		// serves it and then refreshes the entry.
 		if res, ok := c.local.lookup(key, now); ok && !entry.IsVariants(res.value) &&
-			(p.earlyRefresh == 0 || credentialed || !c.refreshDue(res, p.earlyRefresh) || c.refreshingNow(key)) {
+			!c.refreshesEarly(key, res, p.earlyRefresh, credentialed) {
 			if resp, err := res.local.response(); err == nil {
 				c.stats.LocalHits.Add(1)
 				c.stats.Hits.Add(1)

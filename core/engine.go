@@ -413,7 +413,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		}
 		if ok {
 			c.stats.Hits.Add(1)
-			if f.early > 0 && !f.solo && c.refreshDue(r, f.early) && (f.earlyOK == nil || f.earlyOK(r)) && !c.refreshingNow(key) {
+			if c.refreshesEarly(key, r, f.early, f.solo) && (f.earlyOK == nil || f.earlyOK(r)) {
 				r.refresh = func() { c.refreshAhead(ctx, key, f, r) }
 			}
 			return r, nil

@@ -104,6 +104,27 @@ func TestMultiProcessStampede(t *testing.T) {
 	}
 }
 
+// childFleet prepares a test whose children run this test binary on the
+// real Redis: its address, a client, a fresh namespace (its keys deleted
+// at the end) and the binary's path.
+func childFleet(t *testing.T, prefix string) (addr string, rdb *redis.Client, ns, exe string) {
+	t.Helper()
+	addr = realRedisAddr(t)
+	rdb = newClient(t, addr)
+	ns = fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), time.Now().UnixNano())
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if keys, err := rdb.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+	})
+	return addr, rdb, ns, exe
+}
+
 // TestFillerKilledMidFetch kills (SIGKILL) a process in the middle of a
 // fill, while a herd in another process waits on its lock: the lock's
 // lease (DefaultLockExpiry) lapses without the dead filler's heartbeat,
@@ -113,19 +134,8 @@ func TestMultiProcessStampede(t *testing.T) {
 // to the waiter's fetch), which the lease bounds at about its length plus
 // one poll interval; it asserts no timing.
 func TestFillerKilledMidFetch(t *testing.T) {
-	addr := realRedisAddr(t)
-	rdb := newClient(t, addr)
-	ns := fmt.Sprintf("kill%d-%d", os.Getpid(), time.Now().UnixNano())
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr, rdb, ns, exe := childFleet(t, "kill")
 	ctx := context.Background()
-	t.Cleanup(func() {
-		if keys, err := rdb.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-	})
 
 	var outA, outB bytes.Buffer
 	filler := startChild(t, exe, addr, ns, modeFiller, &outA)
@@ -385,19 +395,8 @@ func runSlowFillerChild(ns string, rdb *redis.Client, store core.Store) int {
 // lock: its heartbeat renews the short lease, so no waiter takes over,
 // the origin is called once, and every caller gets the filler's value.
 func TestSlowFillerKeepsItsLease(t *testing.T) {
-	addr := realRedisAddr(t)
-	rdb := newClient(t, addr)
-	ns := fmt.Sprintf("slow%d-%d", os.Getpid(), time.Now().UnixNano())
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr, rdb, ns, exe := childFleet(t, "slow")
 	ctx := context.Background()
-	t.Cleanup(func() {
-		if keys, err := rdb.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-	})
 
 	var outF bytes.Buffer
 	filler := startChild(t, exe, addr, ns, modeSlowFiller, &outF)

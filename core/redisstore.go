@@ -304,11 +304,11 @@ func (s *RedisStore) forward(ch <-chan any, done chan<- struct{}) {
 			// subscribing again on a new connection: invalidations
 			// published while it had none were lost, and until every
 			// channel is subscribed again, more may be. At each
-			// confirmation the watchers reset, the lease ends, and
-			// heartbeats sent before it are forgotten: the lease comes
-			// back with a heartbeat sent after the last one.
-			s.watchers.reset()
+			// confirmation the lease ends, heartbeats sent before it are
+			// forgotten, and the watchers reset: the lease comes back
+			// with a heartbeat sent after the last one.
 			s.fleet.suspend()
+			s.watchers.reset()
 		}
 	}
 }

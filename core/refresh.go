@@ -52,6 +52,15 @@ func (c *Cache) refreshDue(r result, beta float64) bool {
 	return !c.now().Before(r.storedAt.Add(r.ttl - refreshLead(r.ttl, r.fetched, beta)))
 }
 
+// refreshesEarly reports whether a hit on r at key sets off an early
+// refresh with the factor beta (0: off): within the window, not for a
+// solo (credentialed) caller, and not while this process is refreshing
+// the key already. The engine's lookup and the HTTP layer's local-tier
+// fast path both ask it.
+func (c *Cache) refreshesEarly(key string, r result, beta float64, solo bool) bool {
+	return beta > 0 && !solo && c.refreshDue(r, beta) && !c.refreshingNow(key)
+}
+
 // refreshingNow reports whether this process is refreshing key, or has
 // just found another process doing it: a hit then sets nothing off (and
 // an HTTP response keeps its connection).

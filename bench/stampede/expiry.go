@@ -134,18 +134,11 @@ func smokeExpiry(e expiryOptions) expiryOptions {
 func benchExpiry(ctx context.Context, o options, e expiryOptions, progress io.Writer) ([]expiryResult, error) {
 	rdb := benchserver.NewRedisClient(o.redis)
 	defer rdb.Close()
-	work, err := os.MkdirTemp("", "flightcache-expiry-")
+	work, logDir, err := workDirs(o, "flightcache-expiry-")
 	if err != nil {
-		return nil, fmt.Errorf("create work directory: %w", err)
+		return nil, err
 	}
 	defer os.RemoveAll(work)
-	logDir := work
-	if o.logDir != "" {
-		if err := os.MkdirAll(o.logDir, 0o755); err != nil {
-			return nil, fmt.Errorf("create log directory: %w", err)
-		}
-		logDir = o.logDir
-	}
 	server := o.serverBinary
 	if server == "" {
 		if server, err = buildServer(ctx, work); err != nil {

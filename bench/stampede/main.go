@@ -225,18 +225,11 @@ func bench(ctx context.Context, o options, progress io.Writer) (*report.Stampede
 	if err != nil {
 		return nil, err
 	}
-	work, err := os.MkdirTemp("", "flightcache-stampede-")
+	work, logDir, err := workDirs(o, "flightcache-stampede-")
 	if err != nil {
-		return nil, fmt.Errorf("create work directory: %w", err)
+		return nil, err
 	}
 	defer os.RemoveAll(work)
-	logDir := work
-	if o.logDir != "" {
-		if err := os.MkdirAll(o.logDir, 0o755); err != nil {
-			return nil, fmt.Errorf("create log directory: %w", err)
-		}
-		logDir = o.logDir
-	}
 	strategies, err := resolveStrategies(ctx, o, work)
 	if err != nil {
 		return nil, err
@@ -398,4 +391,22 @@ func smokeFailures(rep *report.Stampede, strategies []string) []string {
 		}
 	}
 	return failures
+}
+
+// workDirs makes a temporary work directory (the caller removes it) and
+// returns it with the directory the processes' logs go to: o.logDir,
+// created if need be, or the work directory.
+func workDirs(o options, prefix string) (work, logDir string, err error) {
+	work, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", "", fmt.Errorf("create work directory: %w", err)
+	}
+	if o.logDir == "" {
+		return work, work, nil
+	}
+	if err := os.MkdirAll(o.logDir, 0o755); err != nil {
+		os.RemoveAll(work)
+		return "", "", fmt.Errorf("create log directory: %w", err)
+	}
+	return work, o.logDir, nil
 }
