@@ -38,3 +38,7 @@ func EncodeTagged(c *Cache, key string, value []byte, ttl time.Duration, tags ..
 	}
 	return storeKey(c.cfg.namespace, key), entry.EncodeTagged(time.UnixMilli(c.now().UnixMilli()), ttl, set, value)
 }
+
+// PipelinedReads returns how many of s's reads went through the shared
+// pipeline.
+func PipelinedReads(s *RedisStore) int64 { return s.reads.pipelined.Load() }
