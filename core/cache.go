@@ -52,7 +52,8 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		return rt.serveUnsafe(w, r, pattern, next)
 	}
 	var buf [256]byte // the key on the stack, for most URLs
-	b, ok := p.appendRequestKey(buf[:0], r)
+	hs := scanRequestHeaders(r.Header)
+	b, ok := p.appendRequestKey(buf[:0], r, hs)
 	if !ok {
 		fwd := "bypass"
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -62,7 +63,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		return next(rt.passWriter(w), r)
 	}
 	ukey, key := c.keys.keys(c.cfg.namespace, b)
-	credentialed := p.credentialed(r)
+	credentialed := p.credentialed(r, hs)
 	if c.local != nil {
 		// A hit from the local tier is answered here, before anything a
 		// fill needs is set up: it is the same hit the lookup of a
@@ -83,7 +84,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		}
 	}
 	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, key: key, credentialed: credentialed}
-	if r.Method == http.MethodHead || headerValue(r.Header, "Range") != "" {
+	if r.Method == http.MethodHead || hs&hasRange != 0 && headerValue(r.Header, "Range") != "" {
 		// HEAD is answered from a stored GET, but never fills one: a
 		// handler's HEAD response may lack the body a GET needs. A range
 		// request is answered from a stored full response, but never

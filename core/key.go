@@ -71,30 +71,77 @@ func (m *keyMemo) keys(namespace string, b []byte) (ukey, skey string) {
 // path, parameter or header bytes can make two different requests' keys
 // equal.
 func (p *policy) requestKey(r *http.Request) (string, bool) {
-	b, ok := p.appendRequestKey(make([]byte, 0, 128), r)
+	b, ok := p.appendRequestKey(make([]byte, 0, 128), r, scanRequestHeaders(r.Header))
 	return string(b), ok
 }
 
-// appendRequestKey is requestKey appending the key to b.
-func (p *policy) appendRequestKey(b []byte, r *http.Request) ([]byte, bool) {
+// appendRequestKey is requestKey appending the key to b; hs are r's
+// headers as scanRequestHeaders found them.
+func (p *policy) appendRequestKey(b []byte, r *http.Request, hs requestHeaders) ([]byte, bool) {
 	if p.noCache || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		return b, false
 	}
 	if p.skip != nil && p.skip(r) {
 		return b, false
 	}
-	if headerValue(r.Header, "Upgrade") != "" {
+	if hs&hasUpgrade != 0 && headerValue(r.Header, "Upgrade") != "" {
 		return b, false
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 		return b, false // a "fat GET": its body is not in the key
 	}
-	for _, name := range bypassHeaders {
-		if _, ok := r.Header[name]; ok && !slices.Contains(p.headerKeys, name) {
-			return b, false
+	if hs&hasBypass != 0 {
+		for _, name := range bypassHeaders {
+			if _, ok := r.Header[name]; ok && !slices.Contains(p.headerKeys, name) {
+				return b, false
+			}
 		}
 	}
-	return p.appendURLKey(b, r)
+	return p.appendURLKey(b, r, hs)
+}
+
+// requestHeaders records which request headers that the key and the hit
+// path look at are present: one pass over a request's few headers
+// instead of a map lookup for each of the names below on every request.
+type requestHeaders uint8
+
+const (
+	hasUpgrade       requestHeaders = 1 << iota
+	hasBypass                       // one of bypassHeaders
+	hasKeyed                        // one of keyedHeaders
+	hasAuthorization                // see credentialed
+	hasRange
+)
+
+// headerClasses maps each header name scanRequestHeaders looks for to its
+// flag, built from the lists themselves so that they cannot drift apart.
+var headerClasses = func() map[string]requestHeaders {
+	m := map[string]requestHeaders{"Upgrade": hasUpgrade, "Authorization": hasAuthorization, "Range": hasRange}
+	for _, name := range bypassHeaders {
+		m[name] = hasBypass
+	}
+	for _, name := range keyedHeaders {
+		m[name] = hasKeyed
+	}
+	return m
+}()
+
+// scanRequestHeaders returns the flags of the names in h (canonical, as
+// the server parsed them; the lookups it replaces were canonical too).
+func scanRequestHeaders(h http.Header) requestHeaders {
+	var hs requestHeaders
+	if len(h) <= len(headerClasses) {
+		for name := range h {
+			hs |= headerClasses[name]
+		}
+		return hs
+	}
+	for name, class := range headerClasses { // many headers: look the few up
+		if _, ok := h[name]; ok {
+			hs |= class
+		}
+	}
+	return hs
 }
 
 // bypassHeaders are request headers that make a request bypass the cache
@@ -114,8 +161,8 @@ var bypassHeaders = []string{
 // credentialed reports whether r carries credentials the route's key
 // leaves out: then only responses that say they may be shared with such
 // requests are served to it or stored from it (RFC 9111, section 3.5).
-func (p *policy) credentialed(r *http.Request) bool {
-	if _, ok := r.Header["Authorization"]; ok && !slices.Contains(p.headerKeys, "Authorization") {
+func (p *policy) credentialed(r *http.Request, hs requestHeaders) bool {
+	if hs&hasAuthorization != 0 && !slices.Contains(p.headerKeys, "Authorization") {
 		return true
 	}
 	for _, name := range p.credentialHeaders {
@@ -136,12 +183,13 @@ var keyedHeaders = []string{"X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwar
 // urlKey is the key of a GET for r's URL, whatever r's method: the entry
 // a request for that URL would be served.
 func (p *policy) urlKey(r *http.Request) (string, bool) {
-	b, ok := p.appendURLKey(make([]byte, 0, 128), r)
+	b, ok := p.appendURLKey(make([]byte, 0, 128), r, scanRequestHeaders(r.Header))
 	return string(b), ok
 }
 
-// appendURLKey is urlKey appending the key to b.
-func (p *policy) appendURLKey(b []byte, r *http.Request) ([]byte, bool) {
+// appendURLKey is urlKey appending the key to b; hs are r's headers as
+// scanRequestHeaders found them.
+func (p *policy) appendURLKey(b []byte, r *http.Request, hs requestHeaders) ([]byte, bool) {
 	// appendField(appendField(b, "http1"), "GET"): HEAD shares GET's entry.
 	b = append(b, "#5:http1#3:GET"...)
 	if p.keyFunc != nil {
@@ -166,13 +214,16 @@ func (p *policy) appendURLKey(b []byte, r *http.Request) ([]byte, bool) {
 				return b, false // a query the handler may read differently than we do
 			}
 		}
-		names := make([]string, 0, len(q))
-		for name := range q {
-			if (p.queryKeys == nil || slices.Contains(p.queryKeys, name)) && !slices.Contains(p.ignoreQuery, name) {
-				names = append(names, name)
+		var names []string
+		if len(q) > 0 {
+			names = make([]string, 0, len(q))
+			for name := range q {
+				if (p.queryKeys == nil || slices.Contains(p.queryKeys, name)) && !slices.Contains(p.ignoreQuery, name) {
+					names = append(names, name)
+				}
 			}
+			slices.Sort(names)
 		}
-		slices.Sort(names)
 		b = appendCount(b, len(names))
 		for _, name := range names {
 			b = appendField(b, name)
@@ -183,6 +234,9 @@ func (p *policy) appendURLKey(b []byte, r *http.Request) ([]byte, bool) {
 		}
 	}
 	for _, name := range keyedHeaders {
+		if hs&hasKeyed == 0 {
+			break
+		}
 		if vs := r.Header[name]; len(vs) > 0 { // names in canonical form
 			b = appendField(b, name)
 			b = appendCount(b, len(vs))

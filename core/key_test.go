@@ -356,7 +356,7 @@ func TestRequestKeyFormatIsStable(t *testing.T) {
 		}
 		// Twice through the memo: derived, then remembered.
 		for range 2 {
-			b, _ := p.appendRequestKey(nil, r)
+			b, _ := p.appendRequestKey(nil, r, scanRequestHeaders(r.Header))
 			if ukey, skey := c.keys.keys("ns", b); ukey != tc.key || skey != tc.storeKey {
 				t.Errorf("keys(%s) = %q, %q, want %q, %q", tc.target, ukey, skey, tc.key, tc.storeKey)
 			}
@@ -390,5 +390,50 @@ func TestKeyMemoNeverMixesKeys(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestScanRequestHeadersMatchesLookups checks the one-pass scan against a
+// lookup of every name it stands for, on header maps of every size: few
+// headers (scanned) and more than there are names (looked up), with the
+// names present in every combination of classes.
+func TestScanRequestHeadersMatchesLookups(t *testing.T) {
+	lookup := func(h http.Header) requestHeaders {
+		var hs requestHeaders
+		has := func(name string) bool { _, ok := h[name]; return ok }
+		if has("Upgrade") {
+			hs |= hasUpgrade
+		}
+		if has("Authorization") {
+			hs |= hasAuthorization
+		}
+		if has("Range") {
+			hs |= hasRange
+		}
+		for _, name := range bypassHeaders {
+			if has(name) {
+				hs |= hasBypass
+			}
+		}
+		for _, name := range keyedHeaders {
+			if has(name) {
+				hs |= hasKeyed
+			}
+		}
+		return hs
+	}
+	names := append([]string{"Upgrade", "Authorization", "Range"}, append(bypassHeaders, keyedHeaders...)...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 2000 {
+		h := http.Header{}
+		for range rng.IntN(4) {
+			h[names[rng.IntN(len(names))]] = []string{"x"}
+		}
+		for j := range rng.IntN(3 * len(headerClasses)) { // filler: small and large maps
+			h[fmt.Sprintf("X-Filler-%d", j)] = []string{"y"}
+		}
+		if got, want := scanRequestHeaders(h), lookup(h); got != want {
+			t.Fatalf("case %d, %d headers: scan %05b, lookups %05b", i, len(h), got, want)
+		}
 	}
 }

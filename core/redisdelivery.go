@@ -146,6 +146,15 @@ func (s *RedisStore) InvalidationsCurrent() bool {
 	return s.fleet.mono() < s.fleet.until.Load() || s.fleet.noWait.Load()
 }
 
+func (s *RedisStore) invalidationsCurrentAt(now time.Time) (current, ok bool) {
+	// Round(0) strips a monotonic reading: a time that changes under it
+	// has one, and then Sub measures on the monotonic clock, as mono does.
+	if now == now.Round(0) {
+		return false, false
+	}
+	return int64(now.Sub(s.fleet.base)) < s.fleet.until.Load() || s.fleet.noWait.Load(), true
+}
+
 // invalidationPayload is the message an invalidation publishes: whom to
 // answer, and for which of its invalidations.
 func (d *fleetDelivery) invalidationPayload(seq uint64) string {

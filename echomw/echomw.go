@@ -17,6 +17,7 @@ package echomw
 
 import (
 	"net/http"
+	"sync"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -70,13 +71,34 @@ func CacheWithConfig(config Config) echo.MiddlewareFunc {
 			if skip(c) {
 				return next(c)
 			}
-			res := c.Response()
-			return rt.Serve(res, c.Request(), c.Path(), func(w http.ResponseWriter, r *http.Request) error {
-				return run(c, res, w, r, next)
-			})
+			call := chainCalls.Get().(*chainCall)
+			call.c, call.res, call.next = c, c.Response(), next
+			err := rt.Serve(call.res, c.Request(), c.Path(), call.run)
+			*call = chainCall{run: call.run}
+			chainCalls.Put(call)
+			return err
 		}
 	}
 }
+
+// chainCall is the rest of one request's chain as core's next: a pooled
+// value whose run is bound once, so that a hit allocates nothing in the
+// adapter. core calls next only before Serve returns, on the request's
+// own goroutine, so the value is free again once Serve has returned.
+type chainCall struct {
+	c    echo.Context
+	res  *echo.Response
+	next echo.HandlerFunc
+	run  func(http.ResponseWriter, *http.Request) error
+}
+
+var chainCalls = sync.Pool{New: func() any {
+	call := new(chainCall)
+	call.run = func(w http.ResponseWriter, r *http.Request) error {
+		return run(call.c, call.res, w, r, call.next)
+	}
+	return call
+}}
 
 // run calls next with c writing to w and reading r: core's recorder (or
 // res itself when core passes the request through) and the request with

@@ -16,6 +16,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -47,27 +48,12 @@ func Cache(c *core.Cache, opts ...core.PolicyOption) gin.HandlerFunc {
 			// chain, where a recorder cannot see it.
 			return
 		}
-		ran := false
-		next := func(w http.ResponseWriter, r *http.Request) error {
-			ran = true
-			orig, req := gc.Writer, gc.Request
-			defer func() { gc.Writer, gc.Request = orig, req }()
-			gc.Request = r
-			if w == orig {
-				gc.Next() // passing through, uncached
-				return nil
-			}
-			fw := &fillWriter{ResponseWriter: w, req: r, status: orig.Status(), size: -1}
-			gc.Writer = fw
-			errs := len(gc.Errors)
-			gc.Next()
-			if len(gc.Errors) > errs {
-				core.DoNotStore(w)
-			}
-			fw.WriteHeaderNow() // what gin's engine does for its own writer
-			return nil
-		}
-		rt.Serve(gc.Writer, gc.Request, gc.FullPath(), next)
+		call := chainCalls.Get().(*chainCall)
+		call.gc, call.ran = gc, false
+		rt.Serve(gc.Writer, gc.Request, gc.FullPath(), call.run)
+		ran := call.ran
+		call.gc = nil
+		chainCalls.Put(call)
 		if !ran {
 			// Answered from the cache or another request's fill: the
 			// handlers after this one must not run.
@@ -76,10 +62,44 @@ func Cache(c *core.Cache, opts ...core.PolicyOption) gin.HandlerFunc {
 	}
 }
 
-// fillWriter is the [gin.ResponseWriter] the handler chain writes to while
-// it fills the cache. Like gin's own writer it holds the status back until
-// the body or WriteHeaderNow, so a handler may still change it; everything
-// goes to core's recorder.
+// chainCall is the rest of one request's chain as core's next: a pooled
+// value whose run (its next method) is bound once, so that a hit
+// allocates nothing in the adapter. core calls next only before Serve
+// returns, on the request's own goroutine, so the value is free again
+// once Serve has returned.
+type chainCall struct {
+	gc  *gin.Context
+	ran bool
+	run func(http.ResponseWriter, *http.Request) error
+}
+
+var chainCalls = sync.Pool{New: func() any {
+	c := new(chainCall)
+	c.run = c.next
+	return c
+}}
+
+func (c *chainCall) next(w http.ResponseWriter, r *http.Request) error {
+	gc := c.gc
+	c.ran = true
+	orig, req := gc.Writer, gc.Request
+	defer func() { gc.Writer, gc.Request = orig, req }()
+	gc.Request = r
+	if w == orig {
+		gc.Next() // passing through, uncached
+		return nil
+	}
+	fw := &fillWriter{ResponseWriter: w, req: r, status: orig.Status(), size: -1}
+	gc.Writer = fw
+	errs := len(gc.Errors)
+	gc.Next()
+	if len(gc.Errors) > errs {
+		core.DoNotStore(w)
+	}
+	fw.WriteHeaderNow() // what gin's engine does for its own writer
+	return nil
+}
+
 type fillWriter struct {
 	http.ResponseWriter
 	req    *http.Request // the fill's; its context ends with the fill
