@@ -62,7 +62,8 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		c.mark(w.Header(), "BYPASS", "fwd="+fwd)
 		return next(rt.passWriter(w), r)
 	}
-	ukey, key := c.keys.keys(c.cfg.namespace, b)
+	mk := c.keys.memoKeys(c.cfg.namespace, b)
+	ukey, key := mk.ukey, mk.skey
 	credentialed := p.credentialed(r, hs)
 	if c.local != nil {
 		// A hit from the local tier is answered here, before anything a
@@ -71,7 +72,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		now := c.now()
 		// A hit due for an early refresh takes the fill's path, which
 		// serves it and then refreshes the entry.
-		if res, ok := c.local.lookup(key, now); ok && !entry.IsVariants(res.value) &&
+		if res, ok := c.local.lookupMemo(mk, now); ok && !entry.IsVariants(res.value) &&
 			!c.refreshesEarly(key, res, p.earlyRefresh, credentialed) {
 			if resp, err := res.local.response(); err == nil {
 				c.stats.LocalHits.Add(1)

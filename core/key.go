@@ -46,24 +46,36 @@ type keyMemo struct {
 // keyMemoSlots is the number of keys the memo holds at most.
 const keyMemoSlots = 4096
 
-// memoKeys is a cache key and its store key, both in one string.
-type memoKeys struct{ ukey, skey string }
+// memoKeys is a cache key and its store key.
+type memoKeys struct {
+	ukey, skey string
+	// local is the local tier's entry for skey as the last lookup
+	// through the memo found it, served again without asking the tier
+	// while it stands (see localTier.lookupMemo).
+	local atomic.Pointer[memoEntry]
+}
 
 // keys returns the cache key spelt by b and its store key under
 // namespace (see storeKey). Neither aliases b.
 func (m *keyMemo) keys(namespace string, b []byte) (ukey, skey string) {
+	k := m.memoKeys(namespace, b)
+	return k.ukey, k.skey
+}
+
+// memoKeys is keys returning the memo's record of them.
+func (m *keyMemo) memoKeys(namespace string, b []byte) *memoKeys {
 	m.once.Do(func() {
 		m.seed = maphash.MakeSeed()
 		m.slots = new([keyMemoSlots]atomic.Pointer[memoKeys])
 	})
 	slot := &m.slots[maphash.Bytes(m.seed, b)%keyMemoSlots]
 	if k := slot.Load(); k != nil && k.ukey == string(b) {
-		return k.ukey, k.skey
+		return k
 	}
-	ukey = string(b)
-	skey = storeKey(namespace, ukey)
-	slot.Store(&memoKeys{ukey: ukey, skey: skey})
-	return ukey, skey
+	ukey := string(b)
+	k := &memoKeys{ukey: ukey, skey: storeKey(namespace, ukey)}
+	slot.Store(k)
+	return k
 }
 
 // requestKey returns r's cache key under p, or false when r must bypass

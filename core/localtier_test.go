@@ -769,3 +769,50 @@ func TestLocalTierSharedResponseServedConcurrently(t *testing.T) {
 		}
 	})
 }
+
+// TestLocalTierHTTPHitsKeepTheTierBound serves many responses, three
+// times each, through a small tier: the later requests are local-tier
+// hits, which the key memo then remembers (see memoEntry). Whatever the
+// memo remembers, the bytes otter evicted must be freed: the heap grows
+// by about the tier's budget, not by everything that passed through it
+// (16 MiB; 18 MiB grown when the memo held the bytes). And the hits stay
+// exact: every body is its own URL's.
+func TestLocalTierHTTPHitsKeepTheTierBound(t *testing.T) {
+	const budget, size, urls = 1 << 20, 8 << 10, 2048       // 16 MiB passes through a 1 MiB tier
+	s := core.NewRedisStore(newClient(t, realRedisAddr(t))) // the bodies live in redis-server
+	defer s.Close()
+	c := core.New(s, tierNamespace(), core.WithLocalTier(budget))
+	body := func(i int) []byte {
+		b := make([]byte, size)
+		copy(b, fmt.Sprintf("url %d;", i))
+		return b
+	}
+	before := heapAlloc()
+	for i := range urls {
+		for range 3 {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("GET", fmt.Sprintf("http://example.test/big/%d", i), nil)
+			err := c.Middleware().Serve(rec, req, "", func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", "max-age=3600")
+				_, err := w.Write(body(i))
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("url %d;", i); !strings.HasPrefix(rec.Body.String(), want) {
+				t.Fatalf("/big/%d served %.12q, want it to start with %q", i, rec.Body.String(), want)
+			}
+		}
+	}
+	if c.Stats().LocalHits.Load() == 0 {
+		t.Fatal("no local-tier hit: the test did not exercise the tier")
+	}
+	core.LocalTierSize(c)
+	// The tier may hold its budget, with some slack, no more.
+	grown := heapAlloc() - before
+	if limit := int64(4 * budget); grown > limit {
+		t.Errorf("heap grew by %d bytes after %d responses of %d bytes through a %d-byte tier; want at most %d", grown, urls, size, budget, limit)
+	}
+	runtime.KeepAlive(c)
+}
