@@ -690,15 +690,16 @@ func (c *Cache) replay(w http.ResponseWriter, r *http.Request, resp *storedRespo
 	}
 	added := make([]string, n)
 	simple := "HIT"
-	var age time.Duration
+	var age, elapsed time.Duration
 	if stored {
 		// The age it had when stored (its own Age header) plus the time
 		// since: the same answer from every process.
-		age = resp.initialAge + max(0, now.Sub(res.storedAt))
+		elapsed = now.Sub(res.storedAt)
+		age = resp.initialAge + max(0, elapsed)
 	}
 	_, limited := res.note.(keyLimited)
 	if res.source == fromLocal && !limited {
-		ttl := int64(res.storedAt.Add(res.ttl).Sub(now) / time.Second)
+		ttl := int64((res.ttl - elapsed) / time.Second)
 		added[1], added[2] = resp.hitStatus(max(ttl, 0), int64(age/time.Second))
 	} else {
 		var buf [96]byte

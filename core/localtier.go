@@ -120,6 +120,8 @@ type localEntry struct {
 	enc  []byte      // the bytes as stored
 	e    entry.Entry // decoded; e.Value aliases enc
 	tags []tagStamp  // a tagged entry's tags, as the tier had seen them when it was read
+	// expires is e.Expires(), worked out once.
+	expires time.Time
 	// resp is e.Value decoded as an HTTP response, on the first hit that
 	// serves it as one: every later hit serves the same decoded response.
 	resp *localResponse
@@ -132,8 +134,33 @@ type localResponse struct {
 	value   []byte // the entry's value
 	decoded atomic.Pointer[storedResponse]
 	// gone is set when otter drops or replaces the entry, whatever the
-	// cause: a memoEntry of it is then no longer served.
+	// cause: a memoEntry of it is then no longer served, and memo, the
+	// key memo's record holding one, lets go of it (see forget).
 	gone atomic.Bool
+	memo atomic.Pointer[memoKeys]
+}
+
+// forget marks lr dropped from otter and clears the key memo's hold on
+// it. Together with remember, whichever of the two runs second sees the
+// other's write: a memoEntry never outlives its entry in otter for
+// longer than those two steps, so the memo keeps no bytes the tier's
+// bound no longer counts.
+func (lr *localResponse) forget() {
+	lr.gone.Store(true)
+	if mk := lr.memo.Load(); mk != nil {
+		if m := mk.local.Load(); m != nil && m.resp == lr {
+			mk.local.CompareAndSwap(m, nil)
+		}
+	}
+}
+
+// remember makes m, an entry of lr, mk's memoEntry.
+func (lr *localResponse) remember(mk *memoKeys, m *memoEntry) {
+	lr.memo.Store(mk)
+	mk.local.Store(m)
+	if lr.gone.Load() {
+		mk.local.CompareAndSwap(m, nil)
+	}
 }
 
 // response returns the value decoded as a stored response. Hits that
@@ -196,12 +223,12 @@ func newLocalTier(shared Store, source InvalidationWatcher, maxBytes int64, now 
 			},
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, localEntry]) time.Duration {
 				// In the clock's own terms: otter adds this to its reading.
-				return time.Duration(e.Value.e.Expires().UnixNano() - clock.NowNano())
+				return time.Duration(e.Value.expires.UnixNano() - clock.NowNano())
 			}),
 			Clock: clock,
 			// Under otter's bucket lock: counting only.
 			OnAtomicDeletion: func(e otter.DeletionEvent[string, localEntry]) {
-				e.Value.resp.gone.Store(true)
+				e.Value.resp.forget()
 				if e.Cause == otter.CauseOverflow && l.onChange != nil {
 					l.onChange(LocalTierEvent{Evicted: 1})
 				}
@@ -240,7 +267,7 @@ func (c *notedClock) note(now time.Time) {
 // servable reports whether v may be served at now: fresh, and none of
 // its tags purged since it was read.
 func (l *localTier) servable(v localEntry, now time.Time) bool {
-	if !now.Before(v.e.Expires()) {
+	if !now.Before(v.expires) {
 		return false
 	}
 	for _, t := range v.tags {
@@ -278,11 +305,10 @@ func (l *localTier) lookup(key string, now time.Time) (result, bool) {
 //   - it is servable, as any entry (fresh, tags not purged), and the
 //     source's watches are current.
 //
-// The response is held weakly, and the entry's bytes not at all: the
-// memo never keeps them in memory after otter dropped them, so the
-// tier's bound holds.
+// The memo lets go of it when otter drops the entry (localResponse.forget),
+// so the tier's bound holds.
 type memoEntry struct {
-	resp    weak.Pointer[localResponse]
+	resp    *localResponse
 	v       localEntry // without its bytes: the fields servable and result read
 	stripe  *atomic.Uint64
 	version uint64
@@ -291,7 +317,7 @@ type memoEntry struct {
 // memoTouch is one in how many hits served through the memo also read
 // the entry from otter, so that otter's frequency estimate still sees
 // hot keys as hot when it chooses what to evict.
-const memoTouch = 8
+const memoTouch = 32
 
 // lookupMemo is lookup for the key recorded by mk, through mk's memoEntry
 // while it stands.
@@ -300,7 +326,7 @@ func (l *localTier) lookupMemo(mk *memoKeys, now time.Time) (result, bool) {
 		return result{}, false
 	}
 	if m := mk.local.Load(); m != nil && l.epoch.Load()+m.stripe.Load() == m.version {
-		if lr := m.resp.Value(); lr != nil && !lr.gone.Load() && l.servable(m.v, now) {
+		if lr := m.resp; !lr.gone.Load() && l.servable(m.v, now) {
 			if rand.Uint32()%memoTouch == 0 {
 				l.clock.note(now)
 				l.entries.GetIfPresent(mk.skey)
@@ -315,9 +341,9 @@ func (l *localTier) lookupMemo(mk *memoKeys, now time.Time) (result, bool) {
 	if !ok || !l.servable(v, now) {
 		return result{}, false
 	}
-	m := &memoEntry{resp: weak.Make(v.resp), v: v, stripe: stripe, version: version}
-	m.v.enc, m.v.resp, m.v.e.Value, m.v.e.Nonce = nil, nil, nil, nil // the bytes stay otter's
-	mk.local.Store(m)
+	m := &memoEntry{resp: v.resp, v: v, stripe: stripe, version: version}
+	m.v.enc, m.v.resp, m.v.e.Value, m.v.e.Nonce = nil, nil, nil, nil // lr.value holds them
+	v.resp.remember(mk, m)
 	return v.result(v.resp), true
 }
 
@@ -392,7 +418,7 @@ func (l *localTier) admitTagged(key string, b []byte, e entry.Entry, read localR
 	if !read.admit || !now.Before(e.Expires()) {
 		return
 	}
-	v := localEntry{enc: b, e: e, tags: stamps, resp: &localResponse{value: e.Value}}
+	v := localEntry{enc: b, e: e, tags: stamps, expires: e.Expires(), resp: &localResponse{value: e.Value}}
 	l.clock.note(now)
 	l.insert(key, v, read.seen)
 	// A tag purge told meanwhile undoes it too (a lookup checks the
@@ -479,7 +505,7 @@ func (l *localTier) admit(key string, b []byte, seen uint64) {
 		return
 	}
 	l.clock.note(now)
-	l.insert(key, localEntry{enc: b, e: e, resp: &localResponse{value: e.Value}}, seen)
+	l.insert(key, localEntry{enc: b, e: e, expires: e.Expires(), resp: &localResponse{value: e.Value}}, seen)
 }
 
 // insert keeps v at key unless an invalidation or reset was seen since
