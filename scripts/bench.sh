@@ -2,7 +2,9 @@
 # Runs every flightcache benchmark from one command, against a private
 # redis-server it starts on loopback (installing it if needed) and stops at
 # the end, and writes the raw results, benchstat summaries and charts into
-# docs/bench/ (or $FLIGHTCACHE_BENCH_OUT). BENCHMARKS.md is written from them.
+# docs/bench/ (or $FLIGHTCACHE_BENCH_OUT), and last the scorecard of the
+# performance targets (scorecard.md, scorecard.svg). BENCHMARKS.md is
+# written from them.
 #
 # Environment:
 #   FLIGHTCACHE_BENCH_OUT    output directory (default docs/bench)
@@ -62,6 +64,12 @@ log "benchstat"
 	benchstat -col '/lib@(redis-get flightcache gin-cache)' "$out/peer.txt"
 } | tee "$out/benchstat.txt"
 
+log "hits through real HTTP: one gin server, 64 keep-alive clients, 2 KiB; bare, floor, cached (Redis), cached-l1 (local tier)"
+go run ./bench/hithttp -redis "$FLIGHTCACHE_REDIS_ADDR" -rounds 5 -duration 5s -out "$out/hithttp.json" | tee "$out/hithttp.txt"
+
+log "takeover after a filler's SIGKILL: the waiters' fetch starts once the lease (core.DefaultLockExpiry) lapses"
+go test -run '^TestFillerKilledMidFetch$' -v -count 3 ./core | tee "$out/takeover.txt"
+
 log "stampede in one process: pub/sub wake-up against polling"
 go test -run '^$' -bench '^BenchmarkStampede$' -benchtime 30x -count 3 ./core | tee "$out/stampede-engine.txt"
 
@@ -95,5 +103,9 @@ go run ./bench/proxies -redis "$FLIGHTCACHE_REDIS_ADDR" -out "$out/proxies.json"
 log "charts"
 cat "$out/hit.txt" "$out/peer.txt" >"$workdir/all-bench.txt"
 go run ./bench/chart -stampede "$out/stampede.json" -bench "$workdir/all-bench.txt" -out "$out" | tee "$out/hit-table.md"
+
+log "scorecard: every target of issue 13 beside its baseline from this run"
+go run ./bench/scorecard -in "$out" -out "$out"
+cat "$out/scorecard.md"
 
 log "done: results in $out"

@@ -93,6 +93,9 @@ go test -run '^$' -fuzz '^FuzzKey$' -fuzztime 3s ./core
 log "benchmark smoke"
 go test -run '^$' -bench . -benchtime 1x ./core ./ginmw ./echomw ./nethttpmw ./bench/peer
 
+log "hits through real HTTP smoke (bench/hithttp: every answer 200, 2 KiB, and a HIT when cached)"
+go run ./bench/hithttp -redis "$FLIGHTCACHE_REDIS_ADDR" -rounds 1 -duration 500ms
+
 log "load smoke (vegeta on examples/gin, without and with flightcache)"
 go run ./bench/load -redis "$FLIGHTCACHE_REDIS_ADDR" -smoke
 

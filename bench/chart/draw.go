@@ -13,6 +13,7 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/flightcache/flightcache/bench/internal/plotkit"
 	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
@@ -66,7 +67,7 @@ func originCallsChart(cells []report.Cell) (*plot.Plot, error) {
 	}
 	p.Title.Text = fmt.Sprintf("Origin calls for one cold key: %s", herdName(cells[0]))
 	p.Y.Label.Text = "origin calls (log scale)"
-	p.Y.Scale = floorLog{}
+	p.Y.Scale = plotkit.FloorLog{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Min = 0.7
 	p.Y.Max = math.Max(10, p.Y.Max*3) // room for the labels
@@ -162,7 +163,7 @@ func hitCostChart(h *hitCost) (*plot.Plot, error) {
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Legend.TextStyle.Font.Size = 9
 	p.Legend.XOffs = 4
-	p.Y.Scale = floorLog{}
+	p.Y.Scale = plotkit.FloorLog{}
 	p.Y.Tick.Marker = durationTicks
 	p.Y.Min = math.Pow(10, math.Floor(math.Log10(lowest)))
 	// Leave the top of the chart to the legend, one line per case.
@@ -200,12 +201,3 @@ var durationTicks = plot.TickerFunc(func(min, max float64) []plot.Tick {
 	}
 	return ticks
 })
-
-// floorLog is a log scale on which values at or below the axis minimum sit
-// on the axis, so that bars, which start at zero, can be drawn on it.
-type floorLog struct{}
-
-// Normalize implements [plot.Normalizer].
-func (floorLog) Normalize(min, max, x float64) float64 {
-	return plot.LogScale{}.Normalize(min, max, math.Max(x, min))
-}

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
 	"io"
 	"slices"
 	"strings"
 
-	"golang.org/x/perf/benchfmt"
-	"golang.org/x/perf/benchmath"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
 // hitBenchmark names a hit benchmark and the label its results get.
@@ -47,32 +44,27 @@ func (h *hitCost) value(adapter, c string) (float64, bool) {
 // parseHitCost reads go test -bench output and keeps the results of
 // hitBenchmarks, the median of repeated runs (-count) of each case.
 func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
+	g, err := report.ReadGoBench(r, fileName)
+	if err != nil {
+		return nil, err
+	}
 	samples := map[string]map[string][]float64{}
 	var seen []string // labels in the order of their first result
-	h := &hitCost{nsPerOp: map[string]map[string]float64{}}
-	br := benchfmt.NewReader(r, fileName)
-	for br.Scan() {
-		switch rec := br.Result().(type) {
-		case *benchfmt.SyntaxError:
-			h.skipped++
-		case *benchfmt.Result:
-			label, c, ok := classify(rec)
-			if !ok {
-				continue
-			}
-			sec, ok := rec.Value("sec/op") // benchfmt tidies ns/op into sec/op
-			if !ok {
-				continue
-			}
-			if samples[label] == nil {
-				samples[label] = map[string][]float64{}
-				seen = append(seen, label)
-			}
-			samples[label][c] = append(samples[label][c], sec*1e9)
+	h := &hitCost{nsPerOp: map[string]map[string]float64{}, skipped: g.Skipped}
+	for _, rec := range g.Results {
+		label, c, ok := classify(rec)
+		if !ok {
+			continue
 		}
-	}
-	if err := br.Err(); err != nil {
-		return nil, fmt.Errorf("read benchmarks %s: %w", fileName, err)
+		sec, ok := rec.Values["sec/op"] // benchfmt tidies ns/op into sec/op
+		if !ok {
+			continue
+		}
+		if samples[label] == nil {
+			samples[label] = map[string][]float64{}
+			seen = append(seen, label)
+		}
+		samples[label][c] = append(samples[label][c], sec*1e9)
 	}
 	for _, b := range hitBenchmarks { // adapters first, in their order
 		if samples[b.label] != nil && b.label != "" {
@@ -87,8 +79,7 @@ func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
 	for label, cases := range samples {
 		h.nsPerOp[label] = map[string]float64{}
 		for c, vs := range cases {
-			// The median, as benchstat summarizes a sample.
-			h.nsPerOp[label][c] = benchmath.AssumeNothing.Summary(benchmath.NewSample(vs, &benchmath.DefaultThresholds), 0.95).Center
+			h.nsPerOp[label][c] = report.Median(vs)
 			if !slices.Contains(h.cases, c) {
 				h.cases = append(h.cases, c)
 			}
@@ -105,21 +96,17 @@ func parseHitCost(r io.Reader, fileName string) (*hitCost, error) {
 // there is no more ("BenchmarkPeerHit/gin-cache-8" is
 // ("gin-cache\n(peer bench)", "cached"); the line break keeps axis labels
 // apart).
-func classify(r *benchfmt.Result) (label, c string, ok bool) {
-	pkg := r.GetConfig("pkg")
-	base, parts := r.Name.Parts()
+func classify(r report.GoBenchResult) (label, c string, ok bool) {
 	for _, b := range hitBenchmarks {
-		if b.pkg != pkg || !bytes.Equal(base, []byte(b.name)) {
+		if b.pkg != r.Pkg || r.Name != b.name {
 			continue
 		}
 		var sub []string
-		for _, p := range parts {
-			if s, isSub := strings.CutPrefix(string(p), "/"); isSub { // the rest is "-GOMAXPROCS"
-				if _, v, keyed := strings.Cut(s, "="); keyed {
-					s = v // "path=cached" names the case "cached"
-				}
-				sub = append(sub, s)
+		for _, s := range r.Sub {
+			if _, v, keyed := strings.Cut(s, "="); keyed {
+				s = v // "path=cached" names the case "cached"
 			}
+			sub = append(sub, s)
 		}
 		label = b.label
 		if label == "" && len(sub) > 0 {

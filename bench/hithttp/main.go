@@ -14,15 +14,20 @@
 //   - cached-l1: the same with core.WithLocalTier, every request a hit
 //     from process memory.
 //
-//     go run ./bench/hithttp -redis 127.0.0.1:6379 -rounds 3 -duration 5s
+//     go run ./bench/hithttp -redis 127.0.0.1:6379 -rounds 3 -duration 5s -out hithttp.json
+//
+// Every response is checked: a status other than 200, a body of another
+// size or, for the cached variants, an X-Cache other than HIT ends the
+// run with an error.
 //
 // Each variant runs in a server process of its own (this program,
 // re-executed), started fresh for every measurement; the variants take
 // turns, round after round, so that a change in the machine's load falls
 // on all of them. It prints each round's req/s and its ratios to bare and
-// floor, then the medians. The load generator is in this process: on a
-// machine with few cores it competes with the server and redis-server,
-// alike for every variant.
+// floor, then the medians, and with -out FILE.json writes them all as
+// JSON (bench/internal/report.HitHTTP). The load generator is in this
+// process: on a machine with few cores it competes with the server and
+// redis-server, alike for every variant.
 package main
 
 import (
@@ -37,6 +42,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -49,6 +55,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flightcache/flightcache/bench/internal/report"
 	"github.com/flightcache/flightcache/core"
 	"github.com/flightcache/flightcache/ginmw"
 )
@@ -62,6 +69,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds of every variant")
 	duration := flag.Duration("duration", 5*time.Second, "length of one measurement")
 	clients := flag.Int("clients", 64, "keep-alive clients, each with one request in flight")
+	out := flag.String("out", "", "also write every round and the medians as JSON to this file")
 	serve := flag.String("serve", "", "internal: serve this variant on -listen")
 	listen := flag.String("listen", "127.0.0.1:0", "internal: address to serve on")
 	ns := flag.String("namespace", "", "internal: the cache namespace")
@@ -74,6 +82,13 @@ func main() {
 		runServer(*serve, *listen, *redisAddr, *ns, *profile)
 		return
 	}
+	if *rounds <= 0 || *duration <= 0 || *clients <= 0 {
+		log.Fatal("hithttp: -rounds, -duration and -clients must be positive")
+	}
+	rep := &report.HitHTTP{
+		Started: time.Now().UTC(), Machine: machine(*redisAddr),
+		Clients: *clients, BodySize: bodySize, Duration: *duration, Variants: variants,
+	}
 	namespace := fmt.Sprintf("hithttp-%d-%d", os.Getpid(), time.Now().UnixNano())
 	fill(*redisAddr, namespace)
 	var all []map[string]sample
@@ -83,7 +98,8 @@ func main() {
 			got[v] = measure(v, *redisAddr, namespace, *profile, *clients, *duration)
 		}
 		all = append(all, got)
-		report(fmt.Sprintf("round %d", round), got)
+		rep.Rounds = append(rep.Rounds, summarize(got))
+		printRound(fmt.Sprintf("round %d", round), rep.Rounds[len(rep.Rounds)-1])
 	}
 	med := map[string]sample{}
 	for _, v := range variants {
@@ -105,21 +121,59 @@ func main() {
 			redis:  pick(func(x sample) float64 { return x.redis }),
 		}
 	}
-	report("median", med)
+	rep.Median = summarize(med)
+	printRound("median", rep.Median)
+	if *out != "" {
+		if err := rep.Write(*out); err != nil {
+			log.Fatal("hithttp: ", err)
+		}
+	}
 }
 
-// report prints one round's samples: req/s and CPU µs per request
-// (server + clients + redis-server), then the ratios to bare and floor,
-// of req/s and of requests per CPU second (what a machine whose cores
-// the three share would serve).
-func report(name string, got map[string]sample) {
+// summarize returns the samples of one round, or their medians, with
+// their ratios to bare and floor, of req/s and of requests per CPU second
+// (what a machine whose cores the three processes share would serve).
+func summarize(got map[string]sample) map[string]report.HitHTTPSample {
+	bare, floor := got["bare"], got["floor"]
+	sum := map[string]report.HitHTTPSample{}
+	for _, v := range variants {
+		s := got[v]
+		sum[v] = report.HitHTTPSample{
+			PerSecond: s.rps, ServerCPU: s.server, ClientsCPU: s.client, RedisCPU: s.redis,
+			VsBare: s.rps / bare.rps, VsFloor: s.rps / floor.rps,
+			CPUVsBare: bare.cpu() / s.cpu(), CPUVsFloor: floor.cpu() / s.cpu(),
+		}
+	}
+	return sum
+}
+
+// printRound prints one round's samples, or the medians: req/s and CPU µs per
+// request (server + clients + redis-server), then the ratios to bare and
+// floor.
+func printRound(name string, got map[string]report.HitHTTPSample) {
 	fmt.Printf("%s:\n", name)
 	for _, v := range variants {
 		s := got[v]
 		fmt.Printf("  %-9s %7.0f req/s  cpu/req %5.1f µs (server %5.1f, clients %5.1f, redis %4.1f)  req/s÷bare %.2f  ÷floor %.2f  req/cpu÷bare %.2f  ÷floor %.2f\n",
-			v, s.rps, s.cpu(), s.server, s.client, s.redis,
-			s.rps/got["bare"].rps, s.rps/got["floor"].rps, got["bare"].cpu()/s.cpu(), got["floor"].cpu()/s.cpu())
+			v, s.PerSecond, s.CPU(), s.ServerCPU, s.ClientsCPU, s.RedisCPU, s.VsBare, s.VsFloor, s.CPUVsBare, s.CPUVsFloor)
 	}
+}
+
+// machine describes this machine and the redis-server at addr.
+func machine(addr string) report.Machine {
+	m := report.Machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, NumCPU: runtime.NumCPU(), GoVersion: runtime.Version()}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	info, err := rdb.Info(context.Background(), "server").Result()
+	if err != nil {
+		log.Fatalf("hithttp: redis %s: %v", addr, err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			m.RedisVersion = v
+		}
+	}
+	return m
 }
 
 func median(xs []float64) float64 {

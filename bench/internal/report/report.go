@@ -1,13 +1,9 @@
-// Package report is the JSON document the stampede benchmark writes and
-// the chart generator reads.
+// Package report holds the results the benchmarks write and the chart and
+// scorecard generators read: the JSON documents of the stampede benchmark
+// and of bench/hithttp, and a reader of go test -bench output.
 package report
 
-import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"time"
-)
+import "time"
 
 // Stampede is one run of the stampede benchmark.
 type Stampede struct {
@@ -61,26 +57,13 @@ type Cell struct {
 func (c Cell) Errors() int { return c.StatusErrors + c.TransportErrors }
 
 // Write stores s as indented JSON at path.
-func (s *Stampede) Write(path string) error {
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode stampede report: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write stampede report: %w", err)
-	}
-	return nil
-}
+func (s *Stampede) Write(path string) error { return writeJSON(path, "stampede", s) }
 
 // ReadStampede reads a report written by [Stampede.Write].
 func ReadStampede(path string) (*Stampede, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read stampede report: %w", err)
-	}
 	var s Stampede
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("decode stampede report %s: %w", path, err)
+	if err := readJSON(path, "stampede", &s); err != nil {
+		return nil, err
 	}
 	return &s, nil
 }
