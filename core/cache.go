@@ -65,6 +65,10 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 	mk := c.keys.memoKeys(c.cfg.namespace, b)
 	ukey, key := mk.ukey, mk.skey
 	credentialed := p.credentialed(r, hs)
+	var gap time.Duration // early refresh: how sparse the key's requests are
+	if p.earlyRefresh > 0 && !credentialed && r.Method == http.MethodGet {
+		gap = mk.arrived(c.now()) // only requests that may set a refresh off
+	}
 	if c.local != nil {
 		// A hit from the local tier is answered here, before anything a
 		// fill needs is set up: it is the same hit the lookup of a
@@ -73,7 +77,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 		// A hit due for an early refresh takes the fill's path, which
 		// serves it and then refreshes the entry.
 		if res, ok := c.local.lookupMemo(mk, now); ok && !entry.IsVariants(res.value) &&
-			!c.refreshesEarly(key, res, p.earlyRefresh, credentialed) {
+			!c.refreshesEarly(key, res, p.earlyRefresh, credentialed, gap) {
 			if resp, err := res.local.response(); err == nil {
 				c.stats.LocalHits.Add(1)
 				c.stats.Hits.Add(1)
@@ -84,7 +88,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 			}
 		}
 	}
-	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, key: key, credentialed: credentialed}
+	f := &fill{rt: rt, p: p, w: w, r: r, next: next, ukey: ukey, key: key, credentialed: credentialed, gap: gap}
 	if r.Method == http.MethodHead || hs&hasRange != 0 && headerValue(r.Header, "Range") != "" {
 		// HEAD is answered from a stored GET, but never fills one: a
 		// handler's HEAD response may lack the body a GET needs. A range
@@ -109,7 +113,8 @@ type fill struct {
 	// credentialed is set when the request carries Authorization the key
 	// leaves out: its response is stored only if it says it may be.
 	credentialed bool
-	limit        *keyLimiter // nil: no MaxKeys
+	limit        *keyLimiter   // nil: no MaxKeys
+	gap          time.Duration // see flight.gap
 }
 
 // keyLimited is the note of a fill over its route's key limit ([MaxKeys]).
@@ -263,6 +268,7 @@ func (f *fill) load(key string, index *entry.Variants) (res result, err error) {
 			return err == nil && f.rt.c.now().Sub(stale.storedAt.Add(stale.ttl)) < f.p.staleWindow(resp.Header)
 		},
 		early:  f.p.earlyRefresh,
+		gap:    f.gap,
 		jitter: f.p.ttlJitter,
 		// A variant index is refilled when it expires, not early: its
 		// refill starts a new generation of the URL's variants.

@@ -61,6 +61,11 @@ type Cache struct {
 	// time.Now except in tests (see internal/testhook). Timeouts stay on
 	// the real clock.
 	now func() time.Time
+	// sleep holds a sparse key's early refresh until its window opens
+	// (see refreshWindow), on now's clock: time.Sleep except in tests.
+	sleep func(time.Duration)
+	// sparseHolds counts the early refreshes sleeping so.
+	sparseHolds atomic.Int32
 }
 
 // Stats counts what a [Cache] did. Every field is updated atomically and
@@ -84,6 +89,10 @@ type Stats struct {
 	// origin call when another process is refreshing the same entry
 	// (Fetches counts the calls).
 	EarlyRefreshes atomic.Int64
+	// HeldRefreshes counts the early refreshes among them that a hit in a
+	// sparse key's wider window held until the window proper opened (see
+	// EarlyRefresh).
+	HeldRefreshes atomic.Int64
 	// LocalEvictions counts entries the local tier evicted to stay within
 	// its size, LocalResets the times it was emptied because invalidations
 	// may have been missed.
@@ -99,7 +108,7 @@ func New(store Store, opts ...Option) *Cache {
 	if store == nil {
 		panic("flightcache: New: nil Store")
 	}
-	c := &Cache{store: store, cfg: defaultConfig(), now: time.Now}
+	c := &Cache{store: store, cfg: defaultConfig(), now: time.Now, sleep: time.Sleep}
 	for _, o := range opts {
 		o.apply(&c.cfg)
 	}
@@ -350,6 +359,10 @@ type flight struct {
 	early      float64
 	earlyOK    func(hit result) bool
 	background fetchFunc
+	// gap is the average time between the key's requests in this
+	// process, for a sparse key's wider refresh window (0: unknown; see
+	// refreshWindow).
+	gap time.Duration
 	// jitter is the policy's TTLJitter fraction (0: none).
 	jitter float64
 	// times, if set, collects the caller's lookup and fill times (an
@@ -413,7 +426,7 @@ func (c *Cache) load(ctx context.Context, key string, f flight) (result, error) 
 		}
 		if ok {
 			c.stats.Hits.Add(1)
-			if c.refreshesEarly(key, r, f.early, f.solo) && (f.earlyOK == nil || f.earlyOK(r)) {
+			if c.refreshesEarly(key, r, f.early, f.solo, f.gap) && (f.earlyOK == nil || f.earlyOK(r)) {
 				r.refresh = func() { c.refreshAhead(ctx, key, f, r) }
 			}
 			return r, nil
@@ -1295,4 +1308,5 @@ func init() {
 	testhook.SetClock = func(cache any, now func() time.Time) { cache.(*Cache).now = now }
 	testhook.Unfence = func(cache any) { cache.(*Cache).unfenced = true }
 	testhook.OnJoin = func(cache any, f func(key string)) { cache.(*Cache).joined = f }
+	testhook.SetSleep = func(cache any, sleep func(time.Duration)) { cache.(*Cache).sleep = sleep }
 }

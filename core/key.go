@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/flightcache/flightcache/core/internal/entry"
 )
@@ -53,6 +54,12 @@ type memoKeys struct {
 	// through the memo found it, served again without asking the tier
 	// while it stands (see localTier.lookupMemo).
 	local atomic.Pointer[memoEntry]
+	// last is when the key was last requested in this process (Unix
+	// ns, 0: never), gap the moving average of the time between its
+	// requests (0: unknown), for early refresh (see arrived). Concurrent
+	// requests may lose each other's updates: it is an estimate, and a
+	// slot taken over by another key starts it afresh.
+	last, gap atomic.Int64
 }
 
 // keys returns the cache key spelt by b and its store key under
@@ -76,6 +83,30 @@ func (m *keyMemo) memoKeys(namespace string, b []byte) *memoKeys {
 	k := &memoKeys{ukey: ukey, skey: storeKey(namespace, ukey)}
 	slot.Store(k)
 	return k
+}
+
+// arrivalWeight is the weight of the latest gap between two requests in
+// memoKeys.gap's moving average, as a shift: 1/8.
+const arrivalWeight = 3
+
+// arrived notes a request for k at now, and returns the average time
+// between its requests in this process so far (0: unknown yet). Early
+// refresh sizes a sparse key's refresh window with it (see
+// refreshWindow). It takes no lock and allocates nothing.
+func (k *memoKeys) arrived(now time.Time) time.Duration {
+	t := now.UnixNano()
+	prev := k.last.Swap(t)
+	if prev == 0 || t <= prev {
+		return time.Duration(k.gap.Load())
+	}
+	d, g := t-prev, k.gap.Load()
+	if g == 0 {
+		g = d
+	} else {
+		g += (d - g) >> arrivalWeight
+	}
+	k.gap.Store(g)
+	return time.Duration(g)
 }
 
 // requestKey returns r's cache key under p, or false when r must bypass

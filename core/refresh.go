@@ -44,21 +44,73 @@ func refreshLead(ttl, fetched time.Duration, beta float64) time.Duration {
 	return min(lead, ttl/2)
 }
 
-// refreshDue reports whether a hit on r falls within its refresh window.
-func (c *Cache) refreshDue(r result, beta float64) bool {
+// A sparse key's window (refreshWindow). The refresh window above is
+// short, to keep a hot key's origin calls near one per lifetime; a key
+// whose requests are further apart than it may see none inside it, and
+// then expires with requests waiting. So a hit on a key this process sees
+// requested less often than refreshRequests times per window opens a
+// wider one, holding that many of its requests on average (the gap
+// between them is a moving average kept in the key memo, see
+// memoKeys.arrived), and at most the second half of the entry's
+// freshness, or the fetch timeout more than the window. A hit in the
+// wider part is served, and then holds its handler chain until the
+// window proper opens and refreshes the entry then: a sparse key's
+// refresh comes no earlier than a hot key's, so its origin calls per
+// lifetime are not raised either.
+//
+// What a client can do to it: requests make the gap shorter, never
+// longer, so sending more narrows the window back to the one above (what
+// every key had without the estimate); a key's estimate is its own (a
+// memo slot taken over starts afresh, with the window above); every hold
+// is of a request that was served, one per key and process at a time,
+// ends within the fetch timeout, and no more than maxRefreshHolds run in
+// a process (past that, the window above). The one refresh per entry
+// across the fleet is unchanged: held refreshes of other processes find
+// the lock taken or the entry replaced. The estimate is per process: with
+// P processes behind a balancer each sees 1/P of a key's requests, so the
+// wider window is wider than the fleet needs, which costs holds (and
+// lock attempts, one per process), not origin calls.
+const (
+	refreshRequests = 8   // requests a sparse key's window holds on average
+	maxRefreshHolds = 256 // held refreshes at a time in one process
+)
+
+// refreshWindow is the refresh window of an entry fresh for ttl, whose
+// fetch took fetched, for the factor beta and a key requested every gap
+// on average (0: unknown): the window proper (refreshLead), or the wider
+// one of a sparse key.
+func (c *Cache) refreshWindow(ttl, fetched time.Duration, beta float64, gap time.Duration) time.Duration {
+	lead := refreshLead(ttl, fetched, beta)
+	if gap <= lead/refreshRequests {
+		return lead // hot enough, or unknown
+	}
+	wide := min(refreshRequests*gap, ttl/2, lead+c.cfg.fetchTimeout)
+	return max(lead, wide)
+}
+
+// refreshDue reports whether a hit on r falls within its refresh window,
+// that of a key requested every gap on average (0: unknown).
+func (c *Cache) refreshDue(r result, beta float64, gap time.Duration) bool {
 	if r.storedAt.IsZero() {
 		return false // not a stored entry: nothing to refresh
 	}
-	return !c.now().Before(r.storedAt.Add(r.ttl - refreshLead(r.ttl, r.fetched, beta)))
+	now, expires := c.now(), r.storedAt.Add(r.ttl)
+	if !now.Before(expires.Add(-refreshLead(r.ttl, r.fetched, beta))) {
+		return true
+	}
+	// Within a sparse key's wider window only while holds are free.
+	return gap > 0 && c.sparseHolds.Load() < maxRefreshHolds &&
+		!now.Before(expires.Add(-c.refreshWindow(r.ttl, r.fetched, beta, gap)))
 }
 
 // refreshesEarly reports whether a hit on r at key sets off an early
-// refresh with the factor beta (0: off): within the window, not for a
-// solo (credentialed) caller, and not while this process is refreshing
-// the key already. The engine's lookup and the HTTP layer's local-tier
-// fast path both ask it.
-func (c *Cache) refreshesEarly(key string, r result, beta float64, solo bool) bool {
-	return beta > 0 && !solo && c.refreshDue(r, beta) && !c.refreshingNow(key)
+// refresh with the factor beta (0: off): within the window (for a key
+// requested every gap on average; 0: unknown), not for a solo
+// (credentialed) caller, and not while this process is refreshing the
+// key already. The engine's lookup and the HTTP layer's local-tier fast
+// path both ask it.
+func (c *Cache) refreshesEarly(key string, r result, beta float64, solo bool, gap time.Duration) bool {
+	return beta > 0 && !solo && c.refreshDue(r, beta, gap) && !c.refreshingNow(key)
 }
 
 // refreshingNow reports whether this process is refreshing key, or has
@@ -71,9 +123,10 @@ func (c *Cache) refreshingNow(key string) bool {
 
 // refreshAhead refills key, whose entry hit was just served, on a context
 // detached from ctx. It runs once at a time per key in this process; the
-// caller that served hit runs it, and it ends within the fetch timeout.
-// A panic in the fetch is reported, not raised: the caller's answer has
-// gone out already.
+// caller that served hit runs it, and it ends within the fetch timeout
+// (twice that for a hit in a sparse key's wider window, which first holds
+// until the window proper opens, see refreshWindow). A panic in the fetch
+// is reported, not raised: the caller's answer has gone out already.
 func (c *Cache) refreshAhead(ctx context.Context, key string, f flight, hit result) {
 	if _, busy := c.refreshing.LoadOrStore(key, struct{}{}); busy {
 		return
@@ -92,6 +145,17 @@ func (c *Cache) refreshAhead(ctx context.Context, key string, f flight, hit resu
 			c.report(ctx, OpFetch, key, fmt.Errorf("flightcache: early refresh of %s panicked: %v\n%s", key, v, debug.Stack()))
 		}
 	}()
+	opens := hit.storedAt.Add(hit.ttl - refreshLead(hit.ttl, hit.fetched, f.early))
+	if d := opens.Sub(c.now()); d > 0 {
+		// A sparse key's hit before the window proper: hold until it
+		// opens. Another process's refresh meanwhile is found below
+		// (the entry replaced), and ends this one without an origin
+		// call; so does a purge.
+		c.sparseHolds.Add(1)
+		c.sleep(min(d, c.cfg.fetchTimeout))
+		c.sparseHolds.Add(-1)
+		c.stats.HeldRefreshes.Add(1)
+	}
 	c.stats.EarlyRefreshes.Add(1)
 	if f.background != nil {
 		f.fetch = f.background

@@ -304,3 +304,150 @@ func TestTTLJitterShortensOnly(t *testing.T) {
 		t.Errorf("40 keys filled together got lifetimes %v: want them spread", seen)
 	}
 }
+
+// TestEarlyRefreshSparseTraffic sends a key a request every 300 ms, each
+// to the next of three caches ("processes"), with a lifetime of 2 s and
+// an instant origin: the refresh window proper (the last 100 ms) would
+// see a request only now and then, and the entry would expire with the
+// next request waiting. The caches see the key requested every 900 ms
+// and widen its window, and a hit in the wider part holds until the
+// window proper opens and refreshes then: every request after the first
+// fill is a hit, and each entry is replaced by exactly one origin call
+// for the whole fleet. The sleep of the hold advances the fake clock.
+func TestEarlyRefreshSparseTraffic(t *testing.T) {
+	t.Run("shared store", func(t *testing.T) { testEarlyRefreshSparse(t) })
+	t.Run("local tiers", func(t *testing.T) { testEarlyRefreshSparse(t, core.WithLocalTier(1<<20)) })
+}
+
+func testEarlyRefreshSparse(t *testing.T, opts ...core.Option) {
+	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
+		const ttl = 2 * time.Second
+		cs := caches(t, 3, newStore, append([]core.Option{namespace(t), core.TTL(ttl), core.EarlyRefresh(2)}, opts...)...)
+		clock := testhook.NewClock(time.Now())
+		for _, c := range cs {
+			testhook.SetClock(c, clock.Now)
+			testhook.SetSleep(c, clock.Advance)
+		}
+		var calls atomic.Int64
+		handler := func(w http.ResponseWriter, r *http.Request) error {
+			fmt.Fprintf(w, "version %d", calls.Add(1))
+			return nil
+		}
+		serve := func(c *core.Cache) *httptest.ResponseRecorder {
+			w := httptest.NewRecorder()
+			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/sparse", nil), "", handler); err != nil {
+				t.Fatalf("Serve: %v", err)
+			}
+			return w
+		}
+		serve(cs[0])
+		began := clock.Now()
+		last := 1
+		for i := 1; clock.Now().Sub(began) < 10*ttl; i++ {
+			clock.Advance(300 * time.Millisecond)
+			w := serve(cs[i%len(cs)])
+			var v int
+			if _, err := fmt.Sscanf(w.Body.String(), "version %d", &v); err != nil || w.Header().Get("X-Cache") != "HIT" {
+				t.Fatalf("request %d at %v: %q, X-Cache %q, Cache-Status %q; want a hit: it waited for the origin",
+					i, clock.Now().Sub(began), w.Body.String(), w.Header().Get("X-Cache"), w.Header().Get("Cache-Status"))
+			}
+			if v != last && v != last+1 {
+				t.Fatalf("request %d: version %d after version %d", i, v, last)
+			}
+			last = v
+		}
+		// Every origin call replaced the entry served before it, once:
+		// the last one's version may not have been served yet.
+		if n := calls.Load(); n < int64(last) || n > int64(last)+1 {
+			t.Errorf("%d origin calls for %d versions served: want one call per entry", n, last)
+		}
+		if last < 9 {
+			t.Errorf("%d versions served over 10 lifetimes, want an entry refreshed before each expiry", last)
+		}
+		var held int64
+		for _, c := range cs {
+			held += c.Stats().HeldRefreshes.Load()
+		}
+		if held == 0 {
+			t.Errorf("no refresh was held for the window: the test did not exercise the sparse path")
+		}
+	})
+}
+
+// TestEarlyRefreshSparseHoldsOneCallFleetWide lets a hit in a sparse
+// key's wider window hold in each of three caches at once: when the
+// window proper opens, one of them refreshes the entry for the fleet and
+// the others find the lock taken or the entry replaced.
+func TestEarlyRefreshSparseHoldsOneCallFleetWide(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
+		const ttl = 2 * time.Second
+		cs := caches(t, 3, newStore, namespace(t), core.TTL(ttl), core.EarlyRefresh(2))
+		clock := testhook.NewClock(time.Now())
+		holding := make(chan time.Duration, len(cs))
+		release := make(chan struct{})
+		for _, c := range cs {
+			testhook.SetClock(c, clock.Now)
+			testhook.SetSleep(c, func(d time.Duration) {
+				holding <- d
+				<-release
+			})
+		}
+		var calls atomic.Int64
+		handler := func(w http.ResponseWriter, r *http.Request) error {
+			fmt.Fprintf(w, "version %d", calls.Add(1))
+			return nil
+		}
+		serve := func(c *core.Cache) *httptest.ResponseRecorder {
+			w := httptest.NewRecorder()
+			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/sparse", nil), "", handler); err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			return w
+		}
+		// Two requests per cache a second apart: each sees the key
+		// requested every second.
+		for _, c := range cs {
+			serve(c)
+		}
+		clock.Advance(ttl / 4)
+		for _, c := range cs {
+			serve(c)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("before the windows: %d origin calls, want 1", n)
+		}
+		clock.Advance(ttl / 2) // 1.5 s: in the wider window, before the last 100 ms
+		bodies := make([]string, len(cs))
+		var wg sync.WaitGroup
+		for i, c := range cs {
+			wg.Go(func() { bodies[i] = serve(c).Body.String() })
+		}
+		served := make(chan struct{})
+		go func() { wg.Wait(); close(served) }()
+		var longest time.Duration
+		for range cs {
+			select {
+			case d := <-holding:
+				longest = max(longest, d)
+			case <-served:
+				t.Fatal("the hits in the wider window returned without holding a refresh")
+			}
+		}
+		clock.Advance(longest) // the window proper opens
+		close(release)
+		<-served
+		for i, b := range bodies {
+			if b != "version 1" {
+				t.Errorf("cache %d: %q, want version 1 (served before the hold)", i, b)
+			}
+		}
+		if n := calls.Load(); n != 2 {
+			t.Errorf("%d origin calls, want 2: the fill and one refresh for the fleet", n)
+		}
+		for i, c := range cs {
+			if b := serve(c).Body.String(); b != "version 2" {
+				t.Errorf("cache %d after the refresh: %q, want version 2", i, b)
+			}
+		}
+	})
+}

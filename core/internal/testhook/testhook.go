@@ -23,6 +23,11 @@ var Unfence func(cache any)
 // on it. Package core sets it in its init.
 var OnJoin func(cache any, f func(key string))
 
+// SetSleep replaces how a *core.Cache waits for a sparse key's refresh
+// window to open (time.Sleep, for durations on its clock): with a fake
+// clock, tests advance it instead. Package core sets it in its init.
+var SetSleep func(cache any, sleep func(time.Duration))
+
 // OnDeliver makes a *core.RedisStore call f with each message's channel
 // on its subscription's delivery goroutine, before handling the message:
 // tests hold a process's deliveries back by blocking in f. Package core
