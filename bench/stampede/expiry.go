@@ -158,8 +158,8 @@ func benchExpiry(ctx context.Context, o options, e expiryOptions, progress io.Wr
 		if err != nil {
 			return results, fmt.Errorf("%s: %w", s.name, err)
 		}
-		fmt.Fprintf(progress, "%-18s P=%d: %d requests, %d waited for an origin, %.2f origin calls per key per TTL, p99 %.1fms (hits %.1fms)\n",
-			r.Strategy, r.Processes, r.Requests, r.Waited, r.CallsPerKeyPerTTL, r.P99MS, r.HitP99MS)
+		fmt.Fprintf(progress, "%-18s P=%d: waited: %d of %d requests (%.2f%%), %.2f origin calls per key per TTL, p99 %.1fms (hits %.1fms), %d errors\n",
+			r.Strategy, r.Processes, r.Waited, r.Requests, 100*float64(r.Waited)/float64(max(r.Requests, 1)), r.CallsPerKeyPerTTL, r.P99MS, r.HitP99MS, r.Errors)
 		results = append(results, r)
 	}
 	return results, nil
@@ -334,11 +334,11 @@ func fleetStats(ctx context.Context, f *fleet) map[string]int64 {
 
 func printExpiry(w io.Writer, results []expiryResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "strategy\tP\tkeys\tTTL\trequests\twaited\tslow\terrors\tcalls/key/TTL\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\thit p99 ms\tearly refreshes\t")
+	fmt.Fprintln(tw, "strategy\tP\tkeys\tTTL\twaited\tslow\terrors\tcalls/key/TTL\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\thit p99 ms\tearly refreshes\theld\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0fms\t%d\t%d\t%d\t%d\t%.3f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t\n",
-			r.Strategy, r.Processes, r.Keys, r.TTLMS, r.Requests, r.Waited, r.Slow, r.Errors, r.CallsPerKeyPerTTL,
-			r.P50MS, r.P99MS, r.P999MS, r.MaxMS, r.HitP99MS, r.Stats["early_refreshes"])
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0fms\t%d of %d\t%d\t%d\t%.3f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t\n",
+			r.Strategy, r.Processes, r.Keys, r.TTLMS, r.Waited, r.Requests, r.Slow, r.Errors, r.CallsPerKeyPerTTL,
+			r.P50MS, r.P99MS, r.P999MS, r.MaxMS, r.HitP99MS, r.Stats["early_refreshes"], r.Stats["held_refreshes"])
 	}
 	tw.Flush()
 }

@@ -215,7 +215,7 @@ func CacheStats(c *core.Cache) map[string]int64 {
 		"hits": s.Hits.Load(), "misses": s.Misses.Load(), "fetches": s.Fetches.Load(),
 		"collapsed": s.Collapsed.Load(), "waited": s.Waited.Load(), "commits": s.Commits.Load(),
 		"lost_commits": s.LostCommits.Load(), "errors": s.Errors.Load(),
-		"early_refreshes": s.EarlyRefreshes.Load(),
+		"early_refreshes": s.EarlyRefreshes.Load(), "held_refreshes": s.HeldRefreshes.Load(),
 	}
 }
 
