@@ -66,7 +66,7 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 	ukey, key := mk.ukey, mk.skey
 	credentialed := p.credentialed(r, hs)
 	var gap time.Duration // early refresh: how sparse the key's requests are
-	if p.earlyRefresh > 0 && !credentialed && r.Method == http.MethodGet {
+	if p.earlyRefresh > 0 && !credentialed && r.Method == http.MethodGet && hs&hasRange == 0 {
 		gap = mk.arrived(c.now()) // only requests that may set a refresh off
 	}
 	if c.local != nil {

@@ -278,6 +278,18 @@ func StaleIfError(d time.Duration) PolicyOption {
 // = 1.33 with the numbers above), and a refresh whose response may not
 // be stored changes nothing: the entry is served until it expires.
 //
+// A key whose requests are sparse may see none in that window, and then
+// expire with the next request waiting: the HTTP layer keeps, per key
+// and process, the average time between its GET requests, and when the
+// window would hold fewer than 8 of them, a hit in a wider window (8
+// average gaps, at most the second half of the freshness, and at most
+// [WithFetchTimeout] more than the window) is served and then holds until
+// the window opens, and refreshes then: no earlier than a hot key, so
+// with no more origin calls. One hit per key and process holds at a
+// time, and at most 256 in a process. A refresh still running when the
+// entry expires does not keep it servable: that is what
+// [StaleWhileRevalidate] is for, and it composes with early refresh.
+//
 // In the HTTP layer the refresh runs the handler after the hit's
 // response has been written and flushed, before the middleware returns
 // (the handler chain belongs to the request): the request's connection
