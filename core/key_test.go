@@ -437,3 +437,64 @@ func TestScanRequestHeadersMatchesLookups(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoArrivals checks the request gap a memo entry keeps for early
+// refresh: unknown until a second request, then a moving average that
+// follows the traffic, unmoved by a clock that does not advance, and
+// started afresh when another key takes the slot over.
+func TestMemoArrivals(t *testing.T) {
+	var m keyMemo
+	k := m.memoKeys("ns", []byte("k"))
+	t0 := time.Unix(1000, 0)
+	if g := k.arrived(t0); g != 0 {
+		t.Fatalf("first request: gap %v, want 0 (unknown)", g)
+	}
+	if g := k.arrived(t0.Add(time.Second)); g != time.Second {
+		t.Fatalf("second request a second on: gap %v, want 1s", g)
+	}
+	if g := k.arrived(t0.Add(time.Second)); g != time.Second {
+		t.Errorf("a request at the same instant: gap %v, want 1s unchanged", g)
+	}
+	now := t0.Add(time.Second)
+	var g time.Duration
+	for range 100 { // the traffic turns hot: a request every 10 ms
+		now = now.Add(10 * time.Millisecond)
+		g = k.arrived(now)
+	}
+	if g < 10*time.Millisecond || g > 11*time.Millisecond {
+		t.Errorf("after 100 requests 10 ms apart: gap %v, want about 10ms", g)
+	}
+	if m.memoKeys("ns", []byte("k")) != k {
+		t.Fatal("the memo lost the key")
+	}
+	fresh := &memoKeys{ukey: "other"}
+	if g := fresh.arrived(now); g != 0 {
+		t.Errorf("a new entry: gap %v, want 0", g)
+	}
+}
+
+// TestRefreshWindow checks the bounds of a sparse key's wider refresh
+// window (see refreshWindow): a hot or unknown key keeps the window
+// proper; a sparse one gets refreshRequests gaps, never more than half
+// the lifetime nor the fetch timeout more than the window proper.
+func TestRefreshWindow(t *testing.T) {
+	store := NewMemoryStore(0)
+	t.Cleanup(func() { store.Close() })
+	c := New(store, WithFetchTimeout(3*time.Second))
+	const fetched = 200 * time.Millisecond // window proper at beta 2: 500 ms
+	for _, tc := range []struct {
+		name     string
+		ttl, gap time.Duration
+		want     time.Duration
+	}{
+		{"unknown", 2 * time.Second, 0, 500 * time.Millisecond},
+		{"hot", 2 * time.Second, 50 * time.Millisecond, 500 * time.Millisecond},
+		{"sparse", 10 * time.Second, 100 * time.Millisecond, 800 * time.Millisecond},
+		{"half the lifetime", 2 * time.Second, 400 * time.Millisecond, time.Second},
+		{"the fetch timeout", time.Hour, time.Minute, 3500 * time.Millisecond},
+	} {
+		if got := c.refreshWindow(tc.ttl, fetched, 2, tc.gap); got != tc.want {
+			t.Errorf("%s: refreshWindow(%v, %v, 2, %v) = %v, want %v", tc.name, tc.ttl, fetched, tc.gap, got, tc.want)
+		}
+	}
+}
