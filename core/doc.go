@@ -101,7 +101,9 @@
 //     background through the usual fill path (one per process, the lock
 //     across the fleet, a commit fenced on the bytes it replaces): one
 //     origin call per entry for the fleet, and a purge during the refresh
-//     wins. [TTLJitter]: 0; it only ever shortens lifetimes.
+//     wins. A key whose requests are too sparse for that window gets a
+//     wider one in the HTTP layer, whose hits hold until the window opens.
+//     [TTLJitter]: 0; it only ever shortens lifetimes.
 //   - [WithNamespace]: "flightcache". [WithCacheHeader]: "X-Cache".
 //   - Tags ([Cache.PurgeTags]): read from the response header
 //     Surrogate-Key ([WithTagHeader]), which is removed from what clients
