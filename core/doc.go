@@ -102,7 +102,7 @@
 //     across the fleet, a commit fenced on the bytes it replaces): one
 //     origin call per entry for the fleet, and a purge during the refresh
 //     wins. A key whose requests are too sparse for that window gets a
-//     wider one in the HTTP layer, whose hits hold until the window opens.
+//     wider one in the HTTP layer, whose hits hold until the refresh is due.
 //     [TTLJitter]: 0; it only ever shortens lifetimes.
 //   - [WithNamespace]: "flightcache". [WithCacheHeader]: "X-Cache".
 //   - Tags ([Cache.PurgeTags]): read from the response header

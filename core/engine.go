@@ -61,9 +61,10 @@ type Cache struct {
 	// time.Now except in tests (see internal/testhook). Timeouts stay on
 	// the real clock.
 	now func() time.Time
-	// sleep holds a sparse key's early refresh until its window opens
-	// (see refreshWindow), on now's clock: time.Sleep except in tests.
-	sleep func(time.Duration)
+	// sleep holds a sparse key's early refresh for a duration on now's
+	// clock, or until woken (see refreshAhead): sleepOrWake except in
+	// tests.
+	sleep func(d time.Duration, wake <-chan struct{})
 	// sparseHolds counts the early refreshes sleeping so.
 	sparseHolds atomic.Int32
 }
@@ -108,7 +109,7 @@ func New(store Store, opts ...Option) *Cache {
 	if store == nil {
 		panic("flightcache: New: nil Store")
 	}
-	c := &Cache{store: store, cfg: defaultConfig(), now: time.Now, sleep: time.Sleep}
+	c := &Cache{store: store, cfg: defaultConfig(), now: time.Now, sleep: sleepOrWake}
 	for _, o := range opts {
 		o.apply(&c.cfg)
 	}
@@ -1308,5 +1309,5 @@ func init() {
 	testhook.SetClock = func(cache any, now func() time.Time) { cache.(*Cache).now = now }
 	testhook.Unfence = func(cache any) { cache.(*Cache).unfenced = true }
 	testhook.OnJoin = func(cache any, f func(key string)) { cache.(*Cache).joined = f }
-	testhook.SetSleep = func(cache any, sleep func(time.Duration)) { cache.(*Cache).sleep = sleep }
+	testhook.SetSleep = func(cache any, sleep func(time.Duration, <-chan struct{})) { cache.(*Cache).sleep = sleep }
 }

@@ -284,8 +284,10 @@ func StaleIfError(d time.Duration) PolicyOption {
 // window would hold fewer than 8 of them, a hit in a wider window (8
 // average gaps, at most the second half of the freshness, and at most
 // [WithFetchTimeout] more than the window) is served and then holds until
-// the window opens, and refreshes then: no earlier than a hot key, so
-// with no more origin calls. One hit per key and process holds at a
+// a hit in the window would have set a hot key's refresh off, or at the
+// latest until the entry's fetch time plus 100 ms before expiry, and
+// refreshes then: no earlier than a hot key, so with no more origin
+// calls. One hit per key and process holds at a
 // time, and at most 256 in a process. A refresh still running when the
 // entry expires does not keep it servable: that is what
 // [StaleWhileRevalidate] is for, and it composes with early refresh.

@@ -326,7 +326,7 @@ func testEarlyRefreshSparse(t *testing.T, opts ...core.Option) {
 		clock := testhook.NewClock(time.Now())
 		for _, c := range cs {
 			testhook.SetClock(c, clock.Now)
-			testhook.SetSleep(c, clock.Advance)
+			testhook.SetSleep(c, func(d time.Duration, _ <-chan struct{}) { clock.Advance(d) })
 		}
 		var calls atomic.Int64
 		handler := func(w http.ResponseWriter, r *http.Request) error {
@@ -387,7 +387,7 @@ func TestEarlyRefreshSparseHoldsOneCallFleetWide(t *testing.T) {
 		release := make(chan struct{})
 		for _, c := range cs {
 			testhook.SetClock(c, clock.Now)
-			testhook.SetSleep(c, func(d time.Duration) {
+			testhook.SetSleep(c, func(d time.Duration, _ <-chan struct{}) {
 				holding <- d
 				<-release
 			})

@@ -23,10 +23,10 @@ var Unfence func(cache any)
 // on it. Package core sets it in its init.
 var OnJoin func(cache any, f func(key string))
 
-// SetSleep replaces how a *core.Cache waits for a sparse key's refresh
-// window to open (time.Sleep, for durations on its clock): with a fake
-// clock, tests advance it instead. Package core sets it in its init.
-var SetSleep func(cache any, sleep func(time.Duration))
+// SetSleep replaces how a *core.Cache holds a sparse key's early refresh:
+// for d on its clock, or until wake receives. With a fake clock, tests
+// advance it instead. Package core sets it in its init.
+var SetSleep func(cache any, sleep func(d time.Duration, wake <-chan struct{}))
 
 // OnDeliver makes a *core.RedisStore call f with each message's channel
 // on its subscription's delivery goroutine, before handling the message:
