@@ -451,3 +451,72 @@ func TestEarlyRefreshSparseHoldsOneCallFleetWide(t *testing.T) {
 		}
 	})
 }
+
+// TestEarlyRefreshSparseHoldWokenInWindow holds a sparse key's refresh
+// and then sends a hit within the window proper to the same cache: the
+// hit wakes the held refresh (as it would have set a hot key's off), is
+// served the old entry at once, and the refresh replaces the entry with
+// one origin call.
+func TestEarlyRefreshSparseHoldWokenInWindow(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
+		const ttl = 2 * time.Second
+		c := core.New(newStore(), namespace(t), core.TTL(ttl), core.EarlyRefresh(2))
+		clock := testhook.NewClock(time.Now())
+		testhook.SetClock(c, clock.Now)
+		holding := make(chan struct{}, 1)
+		giveUp := make(chan struct{})
+		woke := make(chan bool, 1)
+		testhook.SetSleep(c, func(_ time.Duration, wake <-chan struct{}) {
+			holding <- struct{}{}
+			select {
+			case <-wake:
+				woke <- true
+			case <-giveUp:
+				// The hit in the window has returned: its wake, if sent,
+				// is in the channel's buffer.
+				select {
+				case <-wake:
+					woke <- true
+				default:
+					woke <- false
+				}
+			}
+		})
+		var calls atomic.Int64
+		handler := func(w http.ResponseWriter, r *http.Request) error {
+			fmt.Fprintf(w, "version %d", calls.Add(1))
+			return nil
+		}
+		serve := func() string {
+			w := httptest.NewRecorder()
+			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/sparse", nil), "", handler); err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			return w.Body.String()
+		}
+		serve()
+		clock.Advance(ttl / 4)
+		serve() // the key is requested every 500 ms
+		clock.Advance(ttl / 2)
+		held := make(chan string, 1)
+		go func() { held <- serve() }() // 1.5 s: in the wider window; holds
+		<-holding
+		clock.Advance(ttl/4 - 50*time.Millisecond) // within the last 100 ms
+		if b := serve(); b != "version 1" {
+			t.Errorf("hit in the window proper: %q, want version 1", b)
+		}
+		close(giveUp)
+		if !<-woke {
+			t.Error("the hit in the window proper did not wake the held refresh")
+		}
+		if b := <-held; b != "version 1" {
+			t.Errorf("held hit: %q, want version 1", b)
+		}
+		if n := calls.Load(); n != 2 {
+			t.Errorf("%d origin calls, want 2: the fill and the woken refresh", n)
+		}
+		if b := serve(); b != "version 2" {
+			t.Errorf("after the refresh: %q, want version 2", b)
+		}
+	})
+}
