@@ -65,15 +65,18 @@ func (rt *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern stri
 	mk := c.keys.memoKeys(c.cfg.namespace, b)
 	ukey, key := mk.ukey, mk.skey
 	credentialed := p.credentialed(r, hs)
+	var now time.Time // one reading of the clock for the hit path
+	if c.local != nil || p.earlyRefresh > 0 {
+		now = c.now()
+	}
 	var gap time.Duration // early refresh: how sparse the key's requests are
 	if p.earlyRefresh > 0 && !credentialed && r.Method == http.MethodGet && hs&hasRange == 0 {
-		gap = mk.arrived(c.now()) // only requests that may set a refresh off
+		gap = mk.arrived(now) // only requests that may set a refresh off
 	}
 	if c.local != nil {
 		// A hit from the local tier is answered here, before anything a
 		// fill needs is set up: it is the same hit the lookup of a
 		// fill would find, served from one shared decoded response.
-		now := c.now()
 		// A hit due for an early refresh takes the fill's path, which
 		// serves it and then refreshes the entry.
 		if res, ok := c.local.lookupMemo(mk, now); ok && !entry.IsVariants(res.value) &&
