@@ -116,6 +116,7 @@ type proxyResult struct {
 	Hit  []struct {
 		Size      int           `json:"body_size"`
 		PerSecond float64       `json:"per_second"`
+		Turns     []float64     `json:"turns_per_second"` // turn i of every contestant ran in round i
 		P99       time.Duration `json:"p99_ns"`
 		Errors    int           `json:"errors"`
 	} `json:"hit"`
@@ -150,6 +151,34 @@ func (r *proxyResult) perSecond(size int) (rps float64, p99 time.Duration, error
 		}
 	}
 	return 0, 0, 0, false
+}
+
+// vsPerRound returns the median over the rounds of r's hit req/s at body
+// size over base's in the same round, as bench/proxies reports ×nginx;
+// false when the turns do not pair up.
+func (r *proxyResult) vsPerRound(base *proxyResult, size int) (float64, bool) {
+	turns := func(p *proxyResult) []float64 {
+		if p != nil {
+			for _, h := range p.Hit {
+				if h.Size == size {
+					return h.Turns
+				}
+			}
+		}
+		return nil
+	}
+	got, of := turns(r), turns(base)
+	if len(got) == 0 || len(got) != len(of) {
+		return 0, false
+	}
+	ratios := make([]float64, len(got))
+	for i := range got {
+		if of[i] <= 0 {
+			return 0, false
+		}
+		ratios[i] = got[i] / of[i]
+	}
+	return report.Median(ratios), true
 }
 
 // herd returns the most origin calls and distinct bodies of any of r's

@@ -383,16 +383,21 @@ func proxyRows(p *proxiesReport) []row {
 				rows = append(rows, unmeasured(target, label, goal, cmp.Or(why, fmt.Sprintf("no %s and %s hits at %d bytes in %s", proxyNginx, c.name, size, proxiesFile))))
 				continue
 			}
-			r := got / base
+			// Like bench/proxies' ×nginx: the median of each round's
+			// ratio to nginx's turn of the same round.
+			r, note := got/base, ""
+			if pr, ok := p.result(c.name).vsPerRound(nginx, size); ok {
+				r, note = pr, fmt.Sprintf("median of the rounds' ratios; ratio of the medians %.2f", got/base)
+			}
 			out := row{
-				target: target, label: label, goal: goal,
+				target: target, label: label, goal: goal, note: note,
 				baseline: fmt.Sprintf("nginx %.0f req/s, p99 %v", base, baseP99.Round(100*time.Microsecond)),
 				measured: fmt.Sprintf("%s %.0f req/s, p99 %v", c.name, got, p99.Round(100*time.Microsecond)),
 				ratio:    r, ratioOf: "nginx", goalRatio: c.min,
 				status: judge(r, "≥", c.min),
 			}
-			if v, _, _, ok := varnish.perSecond(size); ok {
-				out.note = fmt.Sprintf("Varnish %.2f× nginx", v/base)
+			if v, ok := varnish.vsPerRound(nginx, size); ok {
+				out.note = strings.TrimPrefix(out.note+fmt.Sprintf("; Varnish %.2f× nginx", v), "; ")
 			}
 			if errs+baseErrs > 0 {
 				out.status = missed
