@@ -12,7 +12,7 @@
 #   FLIGHTCACHE_BENCH_TIME   -benchtime of the hit benchmarks (default 1s)
 #   FLIGHTCACHE_BENCH_EXPIRY length of each expiry-mode run (default 60s)
 #
-# It takes about 15 minutes on 2 cores. Run it on an otherwise idle machine:
+# It takes about 20 minutes on 2 cores. Run it on an otherwise idle machine:
 # every figure is compared with a baseline from the same run, but noise
 # from other work still widens the intervals.
 set -euo pipefail
