@@ -100,6 +100,10 @@ func (c *chainCall) next(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// fillWriter is the [gin.ResponseWriter] the handler chain writes to while
+// it fills the cache. Like gin's own writer it holds the status back until
+// the body or WriteHeaderNow, so a handler may still change it; everything
+// goes to core's recorder.
 type fillWriter struct {
 	http.ResponseWriter
 	req    *http.Request // the fill's; its context ends with the fill
