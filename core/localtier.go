@@ -74,7 +74,10 @@ type InvalidationWatcher interface {
 //     invalidation must not be inserted after it: every read notes a
 //     version (a per-stripe counter bumped by each invalidation, plus an
 //     epoch bumped by each reset) before going to the shared store, and the
-//     insert is undone if the version moved meanwhile.
+//     insert checks it under otter's lock of the key's bucket (see insert).
+//   - The HTTP hit path serves a hot URL's entry from the key memo,
+//     without asking otter, while the same version stands (see
+//     memoEntry).
 //   - Nothing enters before the watch is confirmed, and after a reset (a
 //     subscription that broke and came back, or a closed store) the tier is
 //     emptied and the watch registered again before anything enters anew.
