@@ -31,7 +31,7 @@ const (
 type inputs struct {
 	hit      *report.GoBench
 	hitHTTP  *report.HitHTTP
-	expiry   []expiryResult
+	expiry   []report.Expiry
 	takeover *takeover
 	proxies  *proxiesReport
 	stampede *report.Stampede
@@ -87,22 +87,6 @@ func readJSON(path string, v any) error {
 		return fmt.Errorf("decode %s: %w", path, err)
 	}
 	return nil
-}
-
-// expiryResult is one fleet of bench/stampede -expiry (its expiryResult):
-// the fields the scorecard reads.
-type expiryResult struct {
-	Strategy          string  `json:"strategy"`
-	Processes         int     `json:"processes"`
-	Keys              int     `json:"keys"`
-	TTLMS             float64 `json:"ttl_ms"`
-	DurationS         float64 `json:"duration_s"`
-	Requests          int     `json:"requests"`
-	Waited            int     `json:"waited_for_origin"`
-	Errors            int     `json:"errors"`
-	CallsPerKeyPerTTL float64 `json:"origin_calls_per_key_per_ttl"`
-	P99MS             float64 `json:"p99_ms"`
-	HitP99MS          float64 `json:"hit_p99_ms"`
 }
 
 // proxiesReport is bench/proxies' Report: the fields the scorecard reads.

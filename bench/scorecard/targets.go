@@ -266,14 +266,14 @@ const (
 	expiryEarly   = "flightcache+early"
 )
 
-func earlyRefresh(results []expiryResult) []row {
+func earlyRefresh(results []report.Expiry) []row {
 	waitedT := "early refresh: requests that waited for an origin call, steady load across expiry (bench/stampede -expiry)"
 	callsT := "early refresh: origin calls per key per TTL, fleet-wide"
 	p99T := "early refresh: p99 of every request, across expiry boundaries, vs a hit's p99"
 	waitedL, callsL, p99L := "early refresh: waited", "early refresh: calls/key/TTL", "early refresh: p99"
 	waitedG, callsG, p99G := "0", "≤ 1", fmt.Sprintf("≤ %g× hit p99", p99Noise)
-	i := slices.IndexFunc(results, func(r expiryResult) bool { return r.Strategy == expiryDefault })
-	j := slices.IndexFunc(results, func(r expiryResult) bool { return r.Strategy == expiryEarly })
+	i := slices.IndexFunc(results, func(r report.Expiry) bool { return r.Strategy == expiryDefault })
+	j := slices.IndexFunc(results, func(r report.Expiry) bool { return r.Strategy == expiryEarly })
 	if i < 0 || j < 0 {
 		why := "no " + expiryFile
 		if results != nil {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/flightcache/flightcache/bench/internal/benchserver"
+	"github.com/flightcache/flightcache/bench/internal/report"
 )
 
 // The expiry mode (-expiry) measures what happens when hot entries expire
@@ -51,27 +52,6 @@ type expiryOptions struct {
 	early       float64 // the EarlyRefresh factor of the early-refresh run
 	originDelay time.Duration
 	timeout     time.Duration
-}
-
-// expiryResult is one fleet's run.
-type expiryResult struct {
-	Strategy          string           `json:"strategy"`
-	Processes         int              `json:"processes"`
-	Keys              int              `json:"keys"`
-	TTLMS             float64          `json:"ttl_ms"`
-	DurationS         float64          `json:"duration_s"`
-	Requests          int              `json:"requests"`
-	Waited            int              `json:"waited_for_origin"`
-	Slow              int              `json:"slower_than_half_the_origin"`
-	Errors            int              `json:"errors"`
-	OriginCalls       int64            `json:"origin_calls"`
-	CallsPerKeyPerTTL float64          `json:"origin_calls_per_key_per_ttl"`
-	P50MS             float64          `json:"p50_ms"`
-	P99MS             float64          `json:"p99_ms"`
-	P999MS            float64          `json:"p999_ms"`
-	MaxMS             float64          `json:"max_ms"`
-	HitP99MS          float64          `json:"hit_p99_ms"`
-	Stats             map[string]int64 `json:"server_stats"`
 }
 
 func expiryFlags(fs *flag.FlagSet) *expiryOptions {
@@ -131,7 +111,7 @@ func smokeExpiry(e expiryOptions) expiryOptions {
 	return e
 }
 
-func benchExpiry(ctx context.Context, o options, e expiryOptions, progress io.Writer) ([]expiryResult, error) {
+func benchExpiry(ctx context.Context, o options, e expiryOptions, progress io.Writer) ([]report.Expiry, error) {
 	rdb := benchserver.NewRedisClient(o.redis)
 	defer rdb.Close()
 	work, logDir, err := workDirs(o, "flightcache-expiry-")
@@ -151,7 +131,7 @@ func benchExpiry(ctx context.Context, o options, e expiryOptions, progress io.Wr
 		{name: "flightcache+early", binary: server, args: append(slices.Clone(base), "-early-refresh", strconv.FormatFloat(e.early, 'g', -1, 64))},
 	}
 	runID := strconv.FormatInt(time.Now().UnixNano(), 36)
-	var results []expiryResult
+	var results []report.Expiry
 	for _, s := range runs {
 		cfg := benchserver.Config{Redis: o.redis, Run: fmt.Sprintf("%s-exp-%d", runID, len(results)), OriginDelay: o.originDelay}
 		r, err := expiryFleet(ctx, s, cfg, e, o.timeout, logDir)
@@ -173,12 +153,12 @@ type sample struct {
 	err     bool
 }
 
-func expiryFleet(ctx context.Context, s strategy, cfg benchserver.Config, e expiryOptions, timeout time.Duration, logDir string) (expiryResult, error) {
+func expiryFleet(ctx context.Context, s strategy, cfg benchserver.Config, e expiryOptions, timeout time.Duration, logDir string) (report.Expiry, error) {
 	rdb := benchserver.NewRedisClient(cfg.Redis)
 	defer rdb.Close()
 	f, err := startFleet(ctx, s, e.processes, cfg, logDir)
 	if err != nil {
-		return expiryResult{}, err
+		return report.Expiry{}, err
 	}
 	defer rdb.Del(context.WithoutCancel(ctx), benchserver.CallsKey(cfg.Run))
 	defer f.stop()
@@ -203,11 +183,11 @@ func expiryFleet(ctx context.Context, s strategy, cfg benchserver.Config, e expi
 	}
 	warm.Wait()
 	if n := failed.Load(); n > 0 {
-		return expiryResult{}, fmt.Errorf("%d warm-up requests failed", n)
+		return report.Expiry{}, fmt.Errorf("%d warm-up requests failed", n)
 	}
 	before, err := originCalls(ctx, rdb, cfg.Run)
 	if err != nil {
-		return expiryResult{}, err
+		return report.Expiry{}, err
 	}
 
 	jobs := make(chan string, e.workers*4)
@@ -242,13 +222,13 @@ func expiryFleet(ctx context.Context, s strategy, cfg benchserver.Config, e expi
 	elapsed := time.Since(start)
 	after, err := originCalls(ctx, rdb, cfg.Run)
 	if err != nil {
-		return expiryResult{}, err
+		return report.Expiry{}, err
 	}
 	if ctx.Err() != nil {
-		return expiryResult{}, ctx.Err()
+		return report.Expiry{}, ctx.Err()
 	}
 
-	r := expiryResult{
+	r := report.Expiry{
 		Strategy: s.name, Processes: e.processes, Keys: e.keys, TTLMS: ms(e.ttl), DurationS: e.duration.Seconds(),
 		OriginCalls: after - before,
 	}
@@ -332,7 +312,7 @@ func fleetStats(ctx context.Context, f *fleet) map[string]int64 {
 	return sum
 }
 
-func printExpiry(w io.Writer, results []expiryResult) {
+func printExpiry(w io.Writer, results []report.Expiry) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "strategy\tP\tkeys\tTTL\twaited\tslow\terrors\tcalls/key/TTL\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\thit p99 ms\tearly refreshes\theld\t")
 	for _, r := range results {

@@ -67,3 +67,25 @@ func ReadStampede(path string) (*Stampede, error) {
 	}
 	return &s, nil
 }
+
+// Expiry is one fleet's run of bench/stampede -expiry (hot keys expiring
+// under steady load); expiry.json holds one per fleet, in run order.
+type Expiry struct {
+	Strategy          string           `json:"strategy"`
+	Processes         int              `json:"processes"`
+	Keys              int              `json:"keys"`
+	TTLMS             float64          `json:"ttl_ms"`
+	DurationS         float64          `json:"duration_s"`
+	Requests          int              `json:"requests"`
+	Waited            int              `json:"waited_for_origin"`
+	Slow              int              `json:"slower_than_half_the_origin"`
+	Errors            int              `json:"errors"`
+	OriginCalls       int64            `json:"origin_calls"`
+	CallsPerKeyPerTTL float64          `json:"origin_calls_per_key_per_ttl"`
+	P50MS             float64          `json:"p50_ms"`
+	P99MS             float64          `json:"p99_ms"`
+	P999MS            float64          `json:"p999_ms"`
+	MaxMS             float64          `json:"max_ms"`
+	HitP99MS          float64          `json:"hit_p99_ms"`
+	Stats             map[string]int64 `json:"server_stats"`
+}
