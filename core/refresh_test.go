@@ -319,6 +319,20 @@ func TestEarlyRefreshSparseTraffic(t *testing.T) {
 	t.Run("local tiers", func(t *testing.T) { testEarlyRefreshSparse(t, core.WithLocalTier(1<<20)) })
 }
 
+// serveVersioned serves GET http://example.com/sparse through c, whose
+// handler answers "version N", N counting its calls in calls.
+func serveVersioned(t *testing.T, c *core.Cache, calls *atomic.Int64) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/sparse", nil), "", func(w http.ResponseWriter, r *http.Request) error {
+		fmt.Fprintf(w, "version %d", calls.Add(1))
+		return nil
+	})
+	if err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	return w
+}
+
 func testEarlyRefreshSparse(t *testing.T, opts ...core.Option) {
 	forEachBackend(t, func(t *testing.T, newStore func() core.Store, _ func(time.Duration), _ redis.UniversalClient) {
 		const ttl = 2 * time.Second
@@ -329,17 +343,7 @@ func testEarlyRefreshSparse(t *testing.T, opts ...core.Option) {
 			testhook.SetSleep(c, func(d time.Duration, _ <-chan struct{}) { clock.Advance(d) })
 		}
 		var calls atomic.Int64
-		handler := func(w http.ResponseWriter, r *http.Request) error {
-			fmt.Fprintf(w, "version %d", calls.Add(1))
-			return nil
-		}
-		serve := func(c *core.Cache) *httptest.ResponseRecorder {
-			w := httptest.NewRecorder()
-			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/sparse", nil), "", handler); err != nil {
-				t.Fatalf("Serve: %v", err)
-			}
-			return w
-		}
+		serve := func(c *core.Cache) *httptest.ResponseRecorder { return serveVersioned(t, c, &calls) }
 		serve(cs[0])
 		began := clock.Now()
 		last := 1
@@ -393,17 +397,7 @@ func TestEarlyRefreshSparseHoldsOneCallFleetWide(t *testing.T) {
 			})
 		}
 		var calls atomic.Int64
-		handler := func(w http.ResponseWriter, r *http.Request) error {
-			fmt.Fprintf(w, "version %d", calls.Add(1))
-			return nil
-		}
-		serve := func(c *core.Cache) *httptest.ResponseRecorder {
-			w := httptest.NewRecorder()
-			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/sparse", nil), "", handler); err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			return w
-		}
+		serve := func(c *core.Cache) *httptest.ResponseRecorder { return serveVersioned(t, c, &calls) }
 		// Two requests per cache a second apart: each sees the key
 		// requested every second.
 		for _, c := range cs {
@@ -483,17 +477,7 @@ func TestEarlyRefreshSparseHoldWokenInWindow(t *testing.T) {
 			}
 		})
 		var calls atomic.Int64
-		handler := func(w http.ResponseWriter, r *http.Request) error {
-			fmt.Fprintf(w, "version %d", calls.Add(1))
-			return nil
-		}
-		serve := func() string {
-			w := httptest.NewRecorder()
-			if err := c.Middleware().Serve(w, httptest.NewRequest("GET", "http://example.com/sparse", nil), "", handler); err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			return w.Body.String()
-		}
+		serve := func() string { return serveVersioned(t, c, &calls).Body.String() }
 		serve()
 		clock.Advance(ttl / 4)
 		serve() // the key is requested every 500 ms
